@@ -1,0 +1,84 @@
+/* ringsock event loops: one engine, run-time choice of backend (io_uring, epoll, poll).
+ *
+ * A loop belongs to the thread that uses it; loops are never shared between threads. Every
+ * blocking call (rs_recv, rs_connect, ...) runs the calling thread's default loop until its
+ * operation completes, so blocking and completion-style code share one engine. */
+#ifndef RINGSOCK_LOOP_H
+#define RINGSOCK_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rs_loop rs_loop;
+
+/* Backends. AUTO probes io_uring (setup works, the opcodes ringsock needs are supported,
+ * /proc/sys/kernel/io_uring_disabled allows it), then epoll, then poll. The environment variable
+ * RINGSOCK_BACKEND=uring|epoll|poll|auto overrides AUTO; an unknown value makes loop creation
+ * fail with -EINVAL (and a one-line message on stderr), never a silent default. */
+enum rs_backend {
+    RS_BACKEND_AUTO = 0,
+    RS_BACKEND_URING = 1,
+    RS_BACKEND_EPOLL = 2,
+    RS_BACKEND_POLL = 3,
+};
+
+/* Loop flags (rs_loop_opts.flags). */
+#define RS_LOOP_SQPOLL 0x1u /* io_uring: kernel submission thread (opt-in, costs a CPU) */
+
+struct rs_loop_opts {
+    int backend;      /* enum rs_backend; RS_BACKEND_AUTO honours RINGSOCK_BACKEND */
+    unsigned entries; /* io_uring submission queue size; 0 = default (256) */
+    unsigned flags;   /* RS_LOOP_* */
+};
+#define RS_LOOP_OPTS_INIT { .backend = RS_BACKEND_AUTO, .entries = 0, .flags = 0 }
+
+/* Create a loop. opts NULL = RS_LOOP_OPTS_INIT. Returns 0 and *out, or -EINVAL (bad option or
+ * RINGSOCK_BACKEND value), -ENOSYS/-EPERM (the backend asked for is unavailable: io_uring
+ * disabled, blocked by seccomp, or not built in), -ENOMEM, -EMFILE. */
+int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts);
+
+/* Free a loop that has no operation in flight. Returns 0, -EBUSY if operations are still pending
+ * (the loop is not freed), -EINVAL for NULL. */
+int rs_loop_free(rs_loop *loop);
+
+/* Run modes for rs_loop_run. */
+enum rs_run_mode {
+    RS_RUN_DEFAULT = 0, /* until no operation is pending or rs_loop_stop() */
+    RS_RUN_ONCE = 1,    /* wait for at least one completion, handle what is ready, return */
+    RS_RUN_NOWAIT = 2,  /* handle what is ready without waiting */
+};
+
+/* Run the loop on the calling thread. Returns the number of completions handled (>= 0) or a
+ * negative errno. Calling callbacks is the only side effect. */
+int rs_loop_run(rs_loop *loop, int mode);
+
+/* Make a running rs_loop_run(RS_RUN_DEFAULT) return after the current batch. Same thread only. */
+void rs_loop_stop(rs_loop *loop);
+
+/* The backend in use (enum rs_backend, never AUTO), or -EINVAL for NULL. */
+int rs_loop_backend(const rs_loop *loop);
+
+/* Number of operations in flight on the loop. */
+size_t rs_loop_pending(const rs_loop *loop);
+
+/* "uring", "epoll", "poll", "auto", or NULL for an unknown value. */
+const char *rs_backend_name(int backend);
+
+/* The calling thread's default loop, created on first use with RS_LOOP_OPTS_INIT (so
+ * RINGSOCK_BACKEND applies) and freed when the thread exits. Returns 0 and *out, or the error of
+ * rs_loop_new. The blocking socket calls use it. */
+int rs_loop_default(rs_loop **out);
+
+/* Free the calling thread's default loop now (it is made again on next use): for programs that
+ * want every fd closed before they exit, and for fd-accounting tests. Returns 0, or -EBUSY if
+ * operations are still in flight on it. */
+int rs_loop_default_release(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+/* ringsock sockets: the blocking API of Python's socket module, every I/O call through the
+ * calling thread's loop (io_uring, or the epoll/poll fallback).
+ *
+ * Timeouts are seconds as double, exactly socket.py's: RS_TIMEOUT_NONE blocks, 0 is non-blocking
+ * (-EAGAIN, or -EINPROGRESS from rs_connect), > 0 bounds each call (-ETIMEDOUT). A timeout is a
+ * deadline: a signal that interrupts the wait does not restart the clock. */
+#ifndef RINGSOCK_SOCKET_H
+#define RINGSOCK_SOCKET_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rs_socket rs_socket;
+
+/* socket.py's None: block without a timeout. */
+#define RS_TIMEOUT_NONE (-1.0)
+
+/* Open a socket (close-on-exec). type may include SOCK_NONBLOCK (sets timeout 0) and
+ * SOCK_CLOEXEC (always on). The timeout is rs_getdefaulttimeout(). Returns 0 and *out, or the
+ * -errno of socket(2) (-EAFNOSUPPORT, -EPROTONOSUPPORT, -EMFILE, ...), -EINVAL for NULL out. */
+int rs_socket_open(rs_socket **out, int family, int type, int protocol);
+
+/* Wrap a dup() of fd (like socket.fromfd); fd stays the caller's. Family and type are read from
+ * the fd. Returns 0, -EBADF, -ENOTSOCK, -EMFILE, -EINVAL. */
+int rs_socket_fromfd(rs_socket **out, int fd);
+
+/* A connected pair. family AF_UNSPEC or 0 means AF_UNIX, type 0 means SOCK_STREAM. */
+int rs_socketpair(rs_socket *out[2], int family, int type, int protocol);
+
+/* The socket's fd (owned by the socket), or -EBADF after rs_close / for NULL. */
+int rs_socket_fd(const rs_socket *s);
+/* AF_INET, AF_INET6, AF_UNIX, ... or -EBADF. */
+int rs_socket_family(const rs_socket *s);
+/* SOCK_STREAM, SOCK_DGRAM, ... or -EBADF. */
+int rs_socket_type(const rs_socket *s);
+
+/* Set the timeout mode: RS_TIMEOUT_NONE, 0, or > 0 seconds. NaN, infinities and other negative
+ * values are -EINVAL. */
+int rs_settimeout(rs_socket *s, double seconds);
+/* The timeout, RS_TIMEOUT_NONE for blocking; NaN for NULL. */
+double rs_gettimeout(const rs_socket *s);
+/* The timeout given to sockets created afterwards (open, accept, socketpair, fromfd). Invalid
+ * values (as rs_settimeout) are ignored; the initial value is RS_TIMEOUT_NONE. Process-wide. */
+void rs_setdefaulttimeout(double seconds);
+double rs_getdefaulttimeout(void);
+
+int rs_bind(rs_socket *s, const struct sockaddr *sa, socklen_t len);
+/* backlog < 0 picks min(SOMAXCONN, 128), as Python's listen(). */
+int rs_listen(rs_socket *s, int backlog);
+
+/* Connect. Blocking or with a timeout: 0 once connected, -ETIMEDOUT, or the connect error
+ * (-ECONNREFUSED, ...). Non-blocking: 0, or -EINPROGRESS; completion is then seen as
+ * writability and SO_ERROR, as with connect(2). */
+int rs_connect(rs_socket *s, const struct sockaddr *sa, socklen_t len);
+
+/* Accept a connection: *conn is a new close-on-exec socket whose timeout follows socket.py: the
+ * default timeout, except blocking when the default is RS_TIMEOUT_NONE. peer/peerlen may be NULL.
+ * -EAGAIN (non-blocking), -ETIMEDOUT, -EINVAL (not listening), -EMFILE. */
+int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *peer, socklen_t *peerlen);
+
+/* One send: bytes sent (possibly fewer than len), -EAGAIN, -ETIMEDOUT, -EPIPE (never SIGPIPE),
+ * -ECONNRESET. flags are send(2)'s. */
+ssize_t rs_send(rs_socket *s, const void *buf, size_t len, int flags);
+
+/* Send all of buf. The timeout bounds the whole call (socket.py >= 3.5). Returns len, or the
+ * error; rs_sendall_ex also reports how much was sent before an error in *sent. */
+ssize_t rs_sendall(rs_socket *s, const void *buf, size_t len, int flags);
+ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flags, size_t *sent);
+
+/* One receive: bytes received, 0 = orderly EOF (or len 0), -EAGAIN, -ETIMEDOUT. flags are
+ * recv(2)'s (MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT, MSG_OOB pass through). */
+ssize_t rs_recv(rs_socket *s, void *buf, size_t len, int flags);
+
+int rs_getsockname(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
+int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
+int rs_setsockopt(rs_socket *s, int level, int name, const void *val, socklen_t len);
+int rs_getsockopt(rs_socket *s, int level, int name, void *val, socklen_t *len);
+/* SHUT_RD, SHUT_WR, SHUT_RDWR. */
+int rs_shutdown(rs_socket *s, int how);
+
+/* Close the fd and free s. NULL is accepted (returns 0). Using s afterwards is undefined, as
+ * with free(). Returns 0 or the error of close(2) (the memory is freed in any case). */
+int rs_close(rs_socket *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,99 @@
+/* The engine's contract: an operation (struct rs_op) and the table of functions every backend
+ * implements (struct rs_backend_ops). The socket layer builds operations; a backend runs them. */
+#ifndef RS_BACKEND_H
+#define RS_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+struct rs_loop;
+
+enum rs_op_kind {
+    RS_OP_CONNECT,
+    RS_OP_ACCEPT,
+    RS_OP_SEND,
+    RS_OP_RECV,
+    RS_OP_SENDMSG,
+    RS_OP_RECVMSG,
+    RS_OP_TIMER, /* completes with 0 at its deadline, or -ECANCELED */
+    RS_OP__COUNT
+};
+
+/* No deadline. Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
+#define RS_DEADLINE_NONE INT64_MAX
+/* Do not wait at all: one non-blocking attempt (timeout 0 in socket.py terms). */
+#define RS_DEADLINE_NOW 0
+
+struct rs_op;
+typedef void (*rs_op_cb)(struct rs_op *op);
+
+/* An operation. The submitter owns the memory and keeps it (and the buffers it points at) alive
+ * until completion: for blocking calls it lives on the caller's stack. */
+struct rs_op {
+    uint8_t kind;   /* enum rs_op_kind */
+    bool done;      /* set by the engine just before cb */
+    bool cancelled; /* rs__loop_cancel was asked: -ECANCELED is not a timeout */
+    uint8_t bstate; /* backend-private state */
+    int fd;
+    uint64_t fdgen; /* identity of the fd's owner (readiness backends re-register on change) */
+    int flags;      /* send/recv flags; accept4 flags */
+    int res;        /* result: >= 0 or -errno */
+    int64_t deadline;
+    union {
+        struct { void *buf; size_t len; } io;
+        struct { const struct sockaddr *sa; socklen_t len; } connect;
+        struct { struct sockaddr *sa; socklen_t *len; } accept;
+        struct msghdr *msg;
+    } u;
+    int64_t bts[2];  /* backend scratch: io_uring keeps the timeout's timespec here */
+    rs_op_cb cb;     /* NULL for blocking calls, which poll op->done */
+    void *data;      /* for cb */
+    /* backend-private links (readiness wait lists and the timer heap) */
+    struct rs_op *next;
+    size_t heap_idx;
+};
+
+/* What every backend implements. All functions run on the loop's thread. */
+struct rs_backend_ops {
+    const char *name;
+    int  (*init)(struct rs_loop *loop, unsigned entries, unsigned flags);
+    void (*fini)(struct rs_loop *loop);
+    /* Start op. Returns 0 (op->cb / op->done follow exactly once) or -errno (never completes).
+     * May complete the op before returning if it finishes at once. */
+    int  (*submit)(struct rs_loop *loop, struct rs_op *op);
+    /* Flush submissions and handle completions; wait for at least one unless !block. Returns the
+     * number handled or -errno. -EINTR is retried inside. */
+    int  (*wait)(struct rs_loop *loop, bool block);
+    /* Ask for op to end with -ECANCELED (or its real result if it raced). */
+    int  (*cancel)(struct rs_loop *loop, struct rs_op *op);
+    /* The fd is being closed by its owner: forget any registration of it. */
+    void (*forget_fd)(struct rs_loop *loop, int fd);
+    /* Fixed buffers for READ_FIXED/WRITE_FIXED; readiness backends accept and ignore. */
+    int  (*register_buffers)(struct rs_loop *loop, const struct iovec *iov, unsigned n);
+    int  (*unregister_buffers)(struct rs_loop *loop);
+};
+
+extern const struct rs_backend_ops rs__uring_ops;
+extern const struct rs_backend_ops rs__epoll_ops;
+extern const struct rs_backend_ops rs__poll_ops;
+
+/* io_uring usable here? 0, or why not (-ENOSYS, -EPERM, -EOPNOTSUPP for a missing opcode). */
+int rs__uring_probe(void);
+
+/* Monotonic clock in ns. */
+int64_t rs__now(void);
+/* seconds (>= 0, finite) -> absolute deadline; RS_TIMEOUT_NONE (< 0) -> RS_DEADLINE_NONE. */
+int64_t rs__deadline_from_timeout(double seconds);
+
+/* Run op as one non-blocking syscall. Returns the result, or -EAGAIN when it must wait; then
+ * *events says for what (POLLIN or POLLOUT). Used by the readiness backends for every attempt and
+ * by the io_uring backend for RS_DEADLINE_NOW operations. */
+int rs__op_try(struct rs_op *op, short *events);
+
+/* Called by a backend when op finishes: records res and runs the callback (or marks it done). */
+void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res);
+
+#endif

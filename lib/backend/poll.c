@@ -1,0 +1,131 @@
+/* The poll backend: the readiness engine over poll(2), nothing beyond POSIX, so the library
+ * builds where neither io_uring nor epoll exists. The pollfd array holds only fds with waiters. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+
+#include "../loop_i.h"
+#include "ready_i.h"
+
+struct poll_state {
+    struct pollfd *v;
+    size_t len, cap;
+    struct pollfd *ready; /* snapshot of ready entries: dispatch may reorder v */
+    size_t ready_cap;
+};
+
+static int pl_init(struct ready *r)
+{
+    struct poll_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    r->pstate = s;
+    return 0;
+}
+
+static void pl_fini(struct ready *r)
+{
+    struct poll_state *s = r->pstate;
+    free(s->v);
+    free(s->ready);
+    free(s);
+}
+
+static void drop_slot(struct ready *r, struct fdent *e)
+{
+    struct poll_state *s = r->pstate;
+    size_t i = e->slot;
+    s->len--;
+    if (i != s->len) {
+        s->v[i] = s->v[s->len];
+        r->fds[s->v[i].fd].slot = (uint32_t)i;
+    }
+    e->registered = false;
+}
+
+static int pl_update(struct ready *r, int fd, struct fdent *e, uint64_t gen)
+{
+    struct poll_state *s = r->pstate;
+    short want = (short)((e->rhead ? POLLIN | POLLPRI : 0) | (e->whead ? POLLOUT : 0));
+    if (!want) {
+        if (e->registered)
+            drop_slot(r, e);
+        return 0;
+    }
+    if (!e->registered) {
+        if (s->len == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 16;
+            struct pollfd *v = realloc(s->v, cap * sizeof *v);
+            if (!v)
+                return -ENOMEM;
+            s->v = v;
+            s->cap = cap;
+        }
+        e->slot = (uint32_t)s->len++;
+        s->v[e->slot].fd = fd;
+        e->registered = true;
+    }
+    e->gen = gen;
+    s->v[e->slot].events = want;
+    return 0;
+}
+
+static void pl_forget(struct ready *r, int fd, struct fdent *e)
+{
+    (void)fd;
+    if (e->registered)
+        drop_slot(r, e);
+}
+
+static int pl_wait(struct ready *r, int timeout_ms)
+{
+    struct poll_state *s = r->pstate;
+    int n = poll(s->v, (nfds_t)s->len, timeout_ms);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return 0;
+    if ((size_t)n > s->ready_cap) {
+        struct pollfd *v = realloc(s->ready, (size_t)n * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        s->ready = v;
+        s->ready_cap = (size_t)n;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < s->len && k < (size_t)n; i++)
+        if (s->v[i].revents)
+            s->ready[k++] = s->v[i];
+    int done = 0;
+    for (size_t i = 0; i < k; i++)
+        done += rs__ready_event(r, s->ready[i].fd, s->ready[i].revents);
+    return done;
+}
+
+static const struct rs_poller poll_poller = {
+    .init = pl_init,
+    .fini = pl_fini,
+    .update = pl_update,
+    .forget = pl_forget,
+    .wait = pl_wait,
+};
+
+static int poll_backend_init(struct rs_loop *loop, unsigned entries, unsigned flags)
+{
+    (void)entries;
+    (void)flags;
+    return rs__ready_init(loop, &poll_poller);
+}
+
+const struct rs_backend_ops rs__poll_ops = {
+    .name = "poll",
+    .init = poll_backend_init,
+    .fini = rs__ready_fini,
+    .submit = rs__ready_submit,
+    .wait = rs__ready_wait,
+    .cancel = rs__ready_cancel,
+    .forget_fd = rs__ready_forget_fd,
+    .register_buffers = rs__ready_register_buffers,
+    .unregister_buffers = rs__ready_unregister_buffers,
+};

@@ -1,0 +1,280 @@
+/* The readiness engine behind the epoll and poll backends. An operation is first tried as a
+ * non-blocking syscall; on EAGAIN it waits on its fd's read or write list (in submission order)
+ * until the poller reports readiness, and is retried; deadlines live in a min-heap. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../loop_i.h"
+#include "ready_i.h"
+
+/* op->bstate bits owned by this file (bit 0 belongs to rs__op_try's connect state) */
+#define ON_LIST 0x80
+#define ON_HEAP 0x40
+
+static bool writes(const struct rs_op *op)
+{
+    return op->kind == RS_OP_CONNECT || op->kind == RS_OP_SEND || op->kind == RS_OP_SENDMSG;
+}
+
+static struct fdent *ent_get(struct ready *r, int fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= r->nfds) {
+        size_t n = r->nfds ? r->nfds : 64;
+        while (n <= (size_t)fd)
+            n *= 2;
+        struct fdent *v = realloc(r->fds, n * sizeof *v);
+        if (!v)
+            return NULL;
+        memset(v + r->nfds, 0, (n - r->nfds) * sizeof *v);
+        r->fds = v;
+        r->nfds = n;
+    }
+    return &r->fds[fd];
+}
+
+int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p)
+{
+    struct ready *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->p = p;
+    r->loop = loop;
+    int rc = p->init(r);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    loop->be = r;
+    return 0;
+}
+
+void rs__ready_fini(struct rs_loop *loop)
+{
+    struct ready *r = loop->be;
+    r->p->fini(r);
+    rs__heap_free(&r->heap);
+    free(r->fds);
+    free(r);
+    loop->be = NULL;
+}
+
+static void list_append(struct rs_op **head, struct rs_op **tail, struct rs_op *op)
+{
+    op->next = NULL;
+    if (*tail)
+        (*tail)->next = op;
+    else
+        *head = op;
+    *tail = op;
+}
+
+static void list_remove(struct rs_op **head, struct rs_op **tail, struct rs_op *op)
+{
+    struct rs_op *prev = NULL;
+    for (struct rs_op *o = *head; o; prev = o, o = o->next) {
+        if (o != op)
+            continue;
+        if (prev)
+            prev->next = o->next;
+        else
+            *head = o->next;
+        if (*tail == o)
+            *tail = prev;
+        o->next = NULL;
+        return;
+    }
+}
+
+/* Take op off its fd list and the heap. */
+static void unlink_op(struct ready *r, struct rs_op *op)
+{
+    if (op->bstate & ON_LIST) {
+        struct fdent *e = &r->fds[op->fd];
+        if (writes(op))
+            list_remove(&e->whead, &e->wtail, op);
+        else
+            list_remove(&e->rhead, &e->rtail, op);
+    }
+    if (op->bstate & ON_HEAP)
+        rs__heap_remove(&r->heap, op);
+    op->bstate &= (uint8_t)~(ON_LIST | ON_HEAP);
+}
+
+int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
+{
+    struct ready *r = loop->be;
+    op->heap_idx = RS_HEAP_NONE;
+    if (op->kind == RS_OP_TIMER) {
+        int rc = rs__heap_push(&r->heap, op);
+        if (rc == 0)
+            op->bstate |= ON_HEAP;
+        return rc;
+    }
+    struct fdent *e = ent_get(r, op->fd);
+    if (!e)
+        return op->fd < 0 ? -EBADF : -ENOMEM;
+    struct rs_op **head = writes(op) ? &e->whead : &e->rhead;
+    struct rs_op **tail = writes(op) ? &e->wtail : &e->rtail;
+    /* Earlier operations of the same direction still waiting go first: no overtaking. */
+    if (!*head) {
+        short ev;
+        int res = rs__op_try(op, &ev);
+        if (res != -EAGAIN || op->deadline == RS_DEADLINE_NOW) {
+            rs__loop_defer(loop, op, res);
+            return 0;
+        }
+    } else if (op->deadline == RS_DEADLINE_NOW) {
+        rs__loop_defer(loop, op, -EAGAIN);
+        return 0;
+    }
+    list_append(head, tail, op);
+    op->bstate |= ON_LIST;
+    int rc = 0;
+    if (op->deadline != RS_DEADLINE_NONE) {
+        rc = rs__heap_push(&r->heap, op);
+        if (rc == 0)
+            op->bstate |= ON_HEAP;
+    }
+    if (rc == 0)
+        rc = r->p->update(r, op->fd, e, op->fdgen);
+    if (rc < 0)
+        unlink_op(r, op);
+    return rc;
+}
+
+/* Retry the waiters of one list in order until one would block again. */
+static int run_list(struct ready *r, struct rs_op **head, struct rs_op **tail)
+{
+    int n = 0;
+    struct rs_op *op;
+    while ((op = *head) != NULL) {
+        short ev;
+        int res = rs__op_try(op, &ev);
+        if (res == -EAGAIN)
+            break;
+        *head = op->next;
+        if (!*head)
+            *tail = NULL;
+        op->next = NULL;
+        op->bstate &= (uint8_t)~ON_LIST;
+        if (op->bstate & ON_HEAP) {
+            rs__heap_remove(&r->heap, op);
+            op->bstate &= (uint8_t)~ON_HEAP;
+        }
+        rs__op_complete(r->loop, op, res);
+        n++;
+    }
+    return n;
+}
+
+int rs__ready_event(struct ready *r, int fd, short revents)
+{
+    if (fd < 0 || (size_t)fd >= r->nfds)
+        return 0;
+    struct fdent *e = &r->fds[fd];
+    int n = 0;
+    if (revents & (POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL))
+        n += run_list(r, &e->rhead, &e->rtail);
+    e = &r->fds[fd]; /* a callback may have grown the table */
+    if (revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
+        n += run_list(r, &e->whead, &e->wtail);
+    e = &r->fds[fd];
+    if (n)
+        r->p->update(r, fd, e, e->gen);
+    return n;
+}
+
+static int expire(struct ready *r)
+{
+    int n = 0;
+    int64_t now = rs__now();
+    struct rs_op *op;
+    while ((op = rs__heap_top(&r->heap)) != NULL && op->deadline <= now) {
+        unlink_op(r, op);
+        if (op->kind != RS_OP_TIMER) {
+            struct fdent *e = &r->fds[op->fd];
+            r->p->update(r, op->fd, e, e->gen);
+        }
+        rs__op_complete(r->loop, op, op->kind == RS_OP_TIMER ? 0 : -ETIMEDOUT);
+        n++;
+    }
+    return n;
+}
+
+int rs__ready_wait(struct rs_loop *loop, bool block)
+{
+    struct ready *r = loop->be;
+    int timeout = 0;
+    if (block) {
+        struct rs_op *top = rs__heap_top(&r->heap);
+        if (!top) {
+            timeout = -1;
+        } else {
+            int64_t left = top->deadline - rs__now();
+            /* round up: waking before the deadline would only spin */
+            int64_t ms = left <= 0 ? 0 : (left + 999999) / 1000000;
+            timeout = ms > 86400000 ? 86400000 : (int)ms;
+        }
+    }
+    int rc = r->p->wait(r, timeout);
+    if (rc < 0 && rc != -EINTR)
+        return rc;
+    return (rc > 0 ? rc : 0) + expire(r);
+}
+
+int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op)
+{
+    struct ready *r = loop->be;
+    if (!(op->bstate & (ON_LIST | ON_HEAP)))
+        return 0; /* already finished, completing on the next turn */
+    unlink_op(r, op);
+    if (op->kind != RS_OP_TIMER) {
+        struct fdent *e = &r->fds[op->fd];
+        r->p->update(r, op->fd, e, e->gen);
+    }
+    rs__loop_defer(loop, op, -ECANCELED);
+    return 0;
+}
+
+void rs__ready_forget_fd(struct rs_loop *loop, int fd)
+{
+    struct ready *r = loop->be;
+    if (fd < 0 || (size_t)fd >= r->nfds)
+        return;
+    struct fdent *e = &r->fds[fd];
+    /* Waiters on a closing fd can never be woken: end them now. */
+    struct rs_op *lists[2] = { e->rhead, e->whead };
+    e->rhead = e->rtail = e->whead = e->wtail = NULL;
+    for (int i = 0; i < 2; i++) {
+        for (struct rs_op *op = lists[i], *next; op; op = next) {
+            next = op->next;
+            op->bstate &= (uint8_t)~ON_LIST;
+            if (op->bstate & ON_HEAP)
+                rs__heap_remove(&r->heap, op);
+            op->bstate &= (uint8_t)~ON_HEAP;
+            rs__loop_defer(loop, op, -EBADF);
+        }
+    }
+    r->p->forget(r, fd, e);
+    e->registered = false;
+    e->gen = 0;
+}
+
+int rs__ready_register_buffers(struct rs_loop *loop, const struct iovec *iov, unsigned n)
+{
+    (void)loop;
+    (void)iov;
+    (void)n;
+    return 0;
+}
+
+int rs__ready_unregister_buffers(struct rs_loop *loop)
+{
+    (void)loop;
+    return 0;
+}

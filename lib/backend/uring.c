@@ -1,0 +1,272 @@
+/* The io_uring backend (liburing): every operation is one SQE, a deadline is a linked
+ * LINK_TIMEOUT SQE, and a blocking call is one io_uring_enter that submits and waits. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ringsock/loop.h"
+#include "../loop_i.h"
+
+/* user_data of SQEs whose completions carry no news (link timeouts, cancel requests). */
+#define UD_IGNORE 0
+
+static const int needed_ops[] = {
+    IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
+    IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
+};
+
+static int probe_result;
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+static void probe(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "re");
+    if (f) {
+        int v = 0;
+        if (fscanf(f, "%d", &v) == 1 && v == 2) {
+            fclose(f);
+            probe_result = -EPERM;
+            return;
+        }
+        fclose(f);
+    }
+    /* 1 means "only for io_uring_group": setup below tells whether we are in it. */
+    struct io_uring ring;
+    int r = io_uring_queue_init(4, &ring, 0);
+    if (r < 0) {
+        probe_result = r;
+        return;
+    }
+    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
+    if (!p) {
+        r = -EOPNOTSUPP;
+    } else {
+        for (size_t i = 0; i < sizeof needed_ops / sizeof needed_ops[0]; i++)
+            if (!io_uring_opcode_supported(p, needed_ops[i]))
+                r = -EOPNOTSUPP;
+        io_uring_free_probe(p);
+    }
+    io_uring_queue_exit(&ring);
+    probe_result = r;
+}
+
+int rs__uring_probe(void)
+{
+    pthread_once(&probe_once, probe);
+    return probe_result;
+}
+
+struct uring_be {
+    struct io_uring ring;
+};
+
+static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
+
+static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
+{
+    int r = rs__uring_probe();
+    if (r < 0)
+        return r;
+    struct uring_be *be = calloc(1, sizeof *be);
+    if (!be)
+        return -ENOMEM;
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    if (flags & RS_LOOP_SQPOLL) {
+        p.flags = IORING_SETUP_SQPOLL;
+        p.sq_thread_idle = 50;
+    } else {
+        /* A loop has one thread: SINGLE_ISSUER + DEFER_TASKRUN run completion work only when we
+         * wait, in our context, instead of interrupting us with task work. */
+        p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    }
+    p.flags |= IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 4;
+    r = io_uring_queue_init_params(entries, &be->ring, &p);
+    if (r == -EINVAL && (p.flags & IORING_SETUP_DEFER_TASKRUN)) {
+        /* older kernel (< 6.1): fall back to cooperative task work */
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 4;
+        r = io_uring_queue_init_params(entries, &be->ring, &p);
+    }
+    if (r < 0) {
+        free(be);
+        return r;
+    }
+    loop->be = be;
+    return 0;
+}
+
+static void uring_fini(struct rs_loop *loop)
+{
+    struct uring_be *be = loop->be;
+    io_uring_queue_exit(&be->ring);
+    free(be);
+    loop->be = NULL;
+}
+
+static struct io_uring_sqe *get_sqe(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe) {
+        io_uring_submit(ring);
+        sqe = io_uring_get_sqe(ring);
+    }
+    return sqe;
+}
+
+/* io_uring lengths are 32-bit; larger requests become short transfers, never truncated silently
+ * into something smaller than asked without the caller seeing a short count. */
+static unsigned clamp_len(size_t len) { return len > 0x7ffff000u ? 0x7ffff000u : (unsigned)len; }
+
+static int uring_submit(struct rs_loop *loop, struct rs_op *op)
+{
+    if (op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER) {
+        /* Non-blocking mode is one non-blocking syscall on every backend: an SQE would cost the
+         * same io_uring_enter, and io_uring cannot express a non-blocking connect (it waits). */
+        short ev;
+        rs__loop_defer(loop, op, rs__op_try(op, &ev));
+        return 0;
+    }
+    struct io_uring *ring = ring_of(loop);
+    bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER;
+    if (io_uring_sq_space_left(ring) < (linked ? 2u : 1u))
+        io_uring_submit(ring);
+    struct io_uring_sqe *sqe = get_sqe(ring);
+    if (!sqe)
+        return -EBUSY;
+    struct __kernel_timespec *ts = (struct __kernel_timespec *)op->bts;
+    switch (op->kind) {
+    case RS_OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
+        break;
+    case RS_OP_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+        break;
+    case RS_OP_SEND:
+        io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
+        break;
+    case RS_OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
+        break;
+    case RS_OP_SENDMSG:
+        io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
+        break;
+    case RS_OP_RECVMSG:
+        io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
+        break;
+    case RS_OP_TIMER:
+        ts->tv_sec = op->deadline / 1000000000;
+        ts->tv_nsec = op->deadline % 1000000000;
+        io_uring_prep_timeout(sqe, ts, 0, IORING_TIMEOUT_ABS);
+        break;
+    default:
+        /* the SQE is already taken: turn it into a no-op nobody waits for */
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+        return -EINVAL;
+    }
+    io_uring_sqe_set_data(sqe, op);
+    if (linked) {
+        sqe->flags |= IOSQE_IO_LINK;
+        struct io_uring_sqe *t = get_sqe(ring);
+        /* The relative timeout is copied by the kernel when the SQE is submitted; ts lives in op
+         * until then. A deadline already past still gets one attempt (1 ns), as poll(0) would. */
+        int64_t left = op->deadline - rs__now();
+        if (left < 1)
+            left = 1;
+        ts->tv_sec = left / 1000000000;
+        ts->tv_nsec = left % 1000000000;
+        io_uring_prep_link_timeout(t, ts, 0);
+        io_uring_sqe_set_data64(t, UD_IGNORE);
+    }
+    return 0;
+}
+
+static int uring_wait(struct rs_loop *loop, bool block)
+{
+    struct io_uring *ring = ring_of(loop);
+    int r;
+    do {
+        if (block)
+            r = io_uring_submit_and_wait(ring, 1);
+        else
+            r = io_uring_submit_and_get_events(ring);
+    } while (r == -EINTR && block && !io_uring_cq_ready(ring));
+    if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
+        return r;
+    int n = 0;
+    struct io_uring_cqe *cqes[64];
+    unsigned got;
+    /* Copy out and advance before dispatching: a callback may run the loop again. */
+    while ((got = io_uring_peek_batch_cqe(ring, cqes, 64)) > 0) {
+        struct { struct rs_op *op; int res; } batch[64];
+        unsigned k = 0;
+        for (unsigned i = 0; i < got; i++) {
+            uint64_t ud = cqes[i]->user_data;
+            if (ud == UD_IGNORE)
+                continue;
+            batch[k].op = (struct rs_op *)(uintptr_t)ud;
+            batch[k].res = cqes[i]->res;
+            k++;
+        }
+        io_uring_cq_advance(ring, got);
+        for (unsigned i = 0; i < k; i++) {
+            struct rs_op *op = batch[i].op;
+            int res = batch[i].res;
+            if (op->kind == RS_OP_TIMER && res == -ETIME)
+                res = 0;
+            rs__op_complete(loop, op, res);
+            n++;
+        }
+    }
+    return n;
+}
+
+static int uring_cancel(struct rs_loop *loop, struct rs_op *op)
+{
+    struct io_uring *ring = ring_of(loop);
+    if (op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER)
+        return 0; /* completes on the next turn anyway */
+    struct io_uring_sqe *sqe = get_sqe(ring);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_cancel(sqe, op, 0);
+    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+    return 0;
+}
+
+static void uring_forget_fd(struct rs_loop *loop, int fd)
+{
+    (void)loop;
+    (void)fd;
+}
+
+static int uring_register_buffers(struct rs_loop *loop, const struct iovec *iov, unsigned n)
+{
+    return io_uring_register_buffers(ring_of(loop), iov, n);
+}
+
+static int uring_unregister_buffers(struct rs_loop *loop)
+{
+    return io_uring_unregister_buffers(ring_of(loop));
+}
+
+const struct rs_backend_ops rs__uring_ops = {
+    .name = "uring",
+    .init = uring_init,
+    .fini = uring_fini,
+    .submit = uring_submit,
+    .wait = uring_wait,
+    .cancel = uring_cancel,
+    .forget_fd = uring_forget_fd,
+    .register_buffers = uring_register_buffers,
+    .unregister_buffers = uring_unregister_buffers,
+};

@@ -1,0 +1,102 @@
+/* rs_strerror and rs_err_name from one table (libuv's UV_ERRNO_MAP pattern), so a name and its
+ * message can never disagree. Messages are ours, not strerror(3)'s, so they are thread-safe and
+ * the same on every libc. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+
+#include "ringsock/error.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+#define RS_ERRNO_MAP(X)                                                   \
+    X(EPERM, "operation not permitted")                                  \
+    X(ENOENT, "no such file or directory")                               \
+    X(EINTR, "interrupted system call")                                  \
+    X(EIO, "input/output error")                                         \
+    X(EBADF, "bad file descriptor")                                      \
+    X(EAGAIN, "resource temporarily unavailable (would block)")          \
+    X(ENOMEM, "out of memory")                                           \
+    X(EACCES, "permission denied")                                       \
+    X(EFAULT, "bad address")                                             \
+    X(EBUSY, "resource busy")                                            \
+    X(EEXIST, "file exists")                                             \
+    X(EINVAL, "invalid argument")                                        \
+    X(ENFILE, "too many open files in system")                           \
+    X(EMFILE, "too many open files")                                     \
+    X(ENOSPC, "no space left on device")                                 \
+    X(EPIPE, "broken pipe")                                              \
+    X(ERANGE, "result out of range")                                     \
+    X(ENOSYS, "function not implemented")                                \
+    X(ENOTSOCK, "socket operation on non-socket")                        \
+    X(EDESTADDRREQ, "destination address required")                      \
+    X(EMSGSIZE, "message too long")                                      \
+    X(EPROTOTYPE, "protocol wrong type for socket")                      \
+    X(ENOPROTOOPT, "protocol not available")                             \
+    X(EPROTONOSUPPORT, "protocol not supported")                         \
+    X(ESOCKTNOSUPPORT, "socket type not supported")                      \
+    X(EOPNOTSUPP, "operation not supported")                             \
+    X(EAFNOSUPPORT, "address family not supported by protocol")          \
+    X(EADDRINUSE, "address already in use")                              \
+    X(EADDRNOTAVAIL, "cannot assign requested address")                  \
+    X(ENETDOWN, "network is down")                                       \
+    X(ENETUNREACH, "network is unreachable")                             \
+    X(ECONNABORTED, "connection aborted")                                \
+    X(ECONNRESET, "connection reset by peer")                            \
+    X(ENOBUFS, "no buffer space available")                              \
+    X(EISCONN, "socket is already connected")                            \
+    X(ENOTCONN, "socket is not connected")                               \
+    X(ETIMEDOUT, "timed out")                                            \
+    X(ECONNREFUSED, "connection refused")                                \
+    X(EHOSTUNREACH, "no route to host")                                  \
+    X(EALREADY, "operation already in progress")                         \
+    X(EINPROGRESS, "operation in progress")                              \
+    X(ECANCELED, "operation canceled")                                   \
+    X(ETIME, "timer expired")                                            \
+    X(EOVERFLOW, "value too large")                                      \
+    X(ESPIPE, "illegal seek")                                            \
+    X(EXDEV, "invalid cross-device link")                                \
+    X(ENOTDIR, "not a directory")                                        \
+    X(EISDIR, "is a directory")                                          \
+    X(ELOOP, "too many levels of symbolic links")                        \
+    X(ENAMETOOLONG, "file name too long")                                \
+    X(EHOSTDOWN, "host is down")                                         \
+    X(ESHUTDOWN, "cannot send after transport endpoint shutdown")
+
+struct entry {
+    int code;
+    const char *name;
+    const char *msg;
+};
+
+static const struct entry table[] = {
+#define X(code, msg) { code, #code, msg },
+    RS_ERRNO_MAP(X)
+#undef X
+};
+
+static const struct entry *find(int err)
+{
+    if (err < 0)
+        err = -err;
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].code == err)
+            return &table[i];
+    return NULL;
+}
+
+EXPORT const char *rs_strerror(int err)
+{
+    if (err == 0)
+        return "success";
+    const struct entry *e = find(err);
+    return e ? e->msg : "unknown error";
+}
+
+EXPORT const char *rs_err_name(int err)
+{
+    if (err == 0)
+        return "OK";
+    const struct entry *e = find(err);
+    return e ? e->name : "UNKNOWN";
+}

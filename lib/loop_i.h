@@ -1,0 +1,33 @@
+/* The loop object shared by loop.c, the socket layer and the backends. */
+#ifndef RS_LOOP_I_H
+#define RS_LOOP_I_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "backend/backend.h"
+
+struct rs_loop {
+    const struct rs_backend_ops *ops;
+    void *be;          /* backend state */
+    int backend;       /* enum rs_backend */
+    bool stop;
+    size_t pending;    /* submitted, not yet completed */
+    /* operations that finished during submit; completed from the loop so that no callback
+     * runs inside the call that submitted it */
+    struct rs_op *deferred_head, *deferred_tail;
+};
+
+/* Submit op on loop (counts it as pending). */
+int rs__loop_submit(struct rs_loop *loop, struct rs_op *op);
+/* Submit op and run the loop until it completes; returns op->res. The blocking API's one path. */
+int rs__loop_exec(struct rs_loop *loop, struct rs_op *op);
+/* Ask for op to be cancelled. */
+int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op);
+/* For backends: op finished inside submit; complete it on the next loop turn. */
+void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
+/* The calling thread's default loop if it exists (never creates one). */
+struct rs_loop *rs__loop_current(void);
+
+#endif

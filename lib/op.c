@@ -1,0 +1,95 @@
+/* Operations as single non-blocking syscalls (what the readiness backends retry on readiness),
+ * the monotonic clock, and timeout-to-deadline conversion. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "backend/backend.h"
+
+int64_t rs__now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t rs__deadline_from_timeout(double seconds)
+{
+    if (seconds < 0)
+        return RS_DEADLINE_NONE;
+    if (seconds == 0)
+        return RS_DEADLINE_NOW;
+    /* Timeouts above ~292 years saturate instead of overflowing (Python's gh-126876 class). */
+    double ns = seconds * 1e9;
+    int64_t now = rs__now();
+    if (ns >= (double)(INT64_MAX - now))
+        return RS_DEADLINE_NONE;
+    int64_t d = now + (int64_t)ns;
+    return d > RS_DEADLINE_NOW ? d : RS_DEADLINE_NOW + 1;
+}
+
+static int neg_errno(void) { return errno ? -errno : -EIO; }
+
+int rs__op_try(struct rs_op *op, short *events)
+{
+    ssize_t r;
+again:
+    *events = POLLIN;
+    switch (op->kind) {
+    case RS_OP_CONNECT:
+        /* Retrying connect(2) tells the states apart: EALREADY while in progress, EISCONN once
+         * connected, the failure (ECONNREFUSED, ...) otherwise. SO_ERROR alone cannot tell
+         * "in progress" from "connected". */
+        r = connect(op->fd, op->u.connect.sa, op->u.connect.len);
+        if (r == 0)
+            return 0;
+        *events = POLLOUT;
+        if (errno == EISCONN && op->bstate)
+            return 0;
+        if (errno == EINTR && !op->bstate) {
+            /* the connect goes on in the background (POSIX), as if EINPROGRESS */
+            op->bstate = 1;
+            return op->deadline == RS_DEADLINE_NOW ? -EINPROGRESS : -EAGAIN;
+        }
+        if (errno == EINPROGRESS || errno == EALREADY || errno == EAGAIN) {
+            op->bstate = 1;
+            if (op->deadline == RS_DEADLINE_NOW)
+                return errno == EAGAIN ? -EAGAIN : -EINPROGRESS;
+            return -EAGAIN;
+        }
+        return neg_errno();
+    case RS_OP_ACCEPT:
+        r = accept4(op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+        break;
+    case RS_OP_SEND:
+        *events = POLLOUT;
+        r = send(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        break;
+    case RS_OP_RECV:
+        r = recv(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT);
+        break;
+    case RS_OP_SENDMSG:
+        *events = POLLOUT;
+        r = sendmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        break;
+    case RS_OP_RECVMSG:
+        r = recvmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT);
+        break;
+    case RS_OP_TIMER:
+        *events = 0;
+        return -EAGAIN;
+    default:
+        return -EINVAL;
+    }
+    if (r >= 0)
+        return (int)r;
+    if (errno == EWOULDBLOCK)
+        return -EAGAIN;
+    if (errno == EINTR)
+        goto again;
+    return neg_errno();
+}

@@ -1,0 +1,351 @@
+/* The blocking socket object with socket.py semantics. Every I/O call builds an operation and runs
+ * it on the calling thread's default loop (rs__loop_exec); nothing here calls send/recv itself. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringsock/socket.h"
+#include "ringsock/loop.h"
+#include "socket_i.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+static _Atomic uint64_t next_id = 1;
+static _Atomic double default_timeout = RS_TIMEOUT_NONE;
+
+static bool timeout_valid(double t)
+{
+    return t == RS_TIMEOUT_NONE || (t >= 0 && isfinite(t));
+}
+
+EXPORT void rs_setdefaulttimeout(double seconds)
+{
+    if (timeout_valid(seconds))
+        atomic_store(&default_timeout, seconds);
+}
+
+EXPORT double rs_getdefaulttimeout(void) { return atomic_load(&default_timeout); }
+
+static int wrap(rs_socket **out, int fd, int family, int type, double timeout)
+{
+    struct rs_socket *s = malloc(sizeof *s);
+    if (!s) {
+        close(fd);
+        return -ENOMEM;
+    }
+    s->fd = fd;
+    s->family = family;
+    s->type = type;
+    s->timeout = timeout;
+    s->id = atomic_fetch_add(&next_id, 1);
+    *out = s;
+    return 0;
+}
+
+EXPORT int rs_socket_open(rs_socket **out, int family, int type, int protocol)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    /* The fd is always O_NONBLOCK: the readiness backends need it, and io_uring (which ignores
+     * it for socket operations) does not mind. The timeout mode lives in the object. */
+    bool nonblock = type & SOCK_NONBLOCK;
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = socket(family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+    if (fd < 0)
+        return -errno;
+    return wrap(out, fd, family, base, nonblock ? 0.0 : rs_getdefaulttimeout());
+}
+
+EXPORT int rs_socket_fd(const rs_socket *s) { return s && s->fd >= 0 ? s->fd : -EBADF; }
+EXPORT int rs_socket_family(const rs_socket *s) { return s && s->fd >= 0 ? s->family : -EBADF; }
+EXPORT int rs_socket_type(const rs_socket *s) { return s && s->fd >= 0 ? s->type : -EBADF; }
+
+EXPORT int rs_settimeout(rs_socket *s, double seconds)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!timeout_valid(seconds))
+        return -EINVAL;
+    s->timeout = seconds;
+    return 0;
+}
+
+EXPORT double rs_gettimeout(const rs_socket *s) { return s ? s->timeout : NAN; }
+
+int64_t rs__sock_deadline(const struct rs_socket *s) { return rs__deadline_from_timeout(s->timeout); }
+
+void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline)
+{
+    memset(op, 0, sizeof *op);
+    op->kind = (uint8_t)kind;
+    op->fd = s->fd;
+    op->fdgen = s->id;
+    op->deadline = deadline;
+}
+
+int rs__sock_exec(struct rs_op *op)
+{
+    struct rs_loop *loop;
+    int r = rs_loop_default(&loop);
+    if (r < 0)
+        return r;
+    return rs__loop_exec(loop, op);
+}
+
+EXPORT int rs_bind(rs_socket *s, const struct sockaddr *sa, socklen_t len)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!sa || len < sizeof(sa_family_t))
+        return -EINVAL;
+    /* bind(2) never blocks; there is nothing for a ring to wait on. */
+    return bind(s->fd, sa, len) < 0 ? -errno : 0;
+}
+
+EXPORT int rs_listen(rs_socket *s, int backlog)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (backlog < 0)
+        backlog = SOMAXCONN < 128 ? SOMAXCONN : 128;
+    return listen(s->fd, backlog) < 0 ? -errno : 0;
+}
+
+EXPORT int rs_connect(rs_socket *s, const struct sockaddr *sa, socklen_t len)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!sa || len < sizeof(sa_family_t))
+        return -EINVAL;
+    struct rs_op op;
+    rs__sock_op(&op, s, RS_OP_CONNECT, rs__sock_deadline(s));
+    op.u.connect.sa = sa;
+    op.u.connect.len = len;
+    return rs__sock_exec(&op);
+}
+
+EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *peer, socklen_t *peerlen)
+{
+    if (!conn)
+        return -EINVAL;
+    *conn = NULL;
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if ((peer == NULL) != (peerlen == NULL))
+        return -EINVAL;
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+    struct rs_op op;
+    rs__sock_op(&op, s, RS_OP_ACCEPT, rs__sock_deadline(s));
+    op.u.accept.sa = (struct sockaddr *)&ss;
+    op.u.accept.len = &sslen;
+    op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    int fd = rs__sock_exec(&op);
+    if (fd < 0)
+        return fd;
+    if (peer) {
+        socklen_t n = sslen < *peerlen ? sslen : *peerlen;
+        memcpy(peer, &ss, n);
+        *peerlen = sslen;
+    }
+    /* socket.py: a blocking default makes accepted sockets blocking even from a listener with a
+     * timeout; otherwise they get the default timeout. */
+    return wrap(conn, fd, s->family, s->type, rs_getdefaulttimeout());
+}
+
+/* Kernel transfer limit (MAX_RW_COUNT): larger requests are short transfers, reported as such. */
+#define MAX_IO 0x7ffff000u
+
+static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, int64_t deadline)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!buf && len)
+        return -EFAULT;
+    struct rs_op op;
+    /* MSG_DONTWAIT asks for this one call what timeout 0 asks for every call. */
+    rs__sock_op(&op, s, kind, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : deadline);
+    op.u.io.buf = buf;
+    op.u.io.len = len > MAX_IO ? MAX_IO : len;
+    op.flags = flags;
+    return rs__sock_exec(&op);
+}
+
+EXPORT ssize_t rs_send(rs_socket *s, const void *buf, size_t len, int flags)
+{
+    return io_op(s, RS_OP_SEND, (void *)(uintptr_t)buf, len, flags, s ? rs__sock_deadline(s) : 0);
+}
+
+EXPORT ssize_t rs_recv(rs_socket *s, void *buf, size_t len, int flags)
+{
+    return io_op(s, RS_OP_RECV, buf, len, flags, s ? rs__sock_deadline(s) : 0);
+}
+
+EXPORT ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flags, size_t *sent)
+{
+    size_t done = 0;
+    ssize_t r = 0;
+    if (!s || s->fd < 0)
+        r = -EBADF;
+    else if (len > SSIZE_MAX)
+        r = -EINVAL;
+    /* One deadline for the whole call, as socket.py >= 3.5. */
+    int64_t deadline = s ? rs__sock_deadline(s) : 0;
+    while (r >= 0 && done < len) {
+        r = io_op(s, RS_OP_SEND, (char *)(uintptr_t)buf + done, len - done, flags, deadline);
+        if (r > 0)
+            done += (size_t)r;
+    }
+    if (sent)
+        *sent = done;
+    return r < 0 ? r : (ssize_t)done;
+}
+
+EXPORT ssize_t rs_sendall(rs_socket *s, const void *buf, size_t len, int flags)
+{
+    return rs_sendall_ex(s, buf, len, flags, NULL);
+}
+
+EXPORT int rs_close(rs_socket *s)
+{
+    if (!s)
+        return 0;
+    int r = 0;
+    if (s->fd >= 0) {
+        struct rs_loop *loop = rs__loop_current();
+        if (loop)
+            loop->ops->forget_fd(loop, s->fd);
+        /* Linux always releases the fd, even when close(2) reports EINTR: never retry. */
+        if (close(s->fd) < 0 && errno != EINTR)
+            r = -errno;
+    }
+    s->fd = -1;
+    free(s);
+    return r;
+}
+
+static int sock_type_of(int fd, int *family, int *type)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    socklen_t tl = sizeof *type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &tl) < 0)
+        return -errno;
+    int dom = 0;
+    socklen_t dl = sizeof dom;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &dl) == 0) {
+        *family = dom;
+        return 0;
+    }
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    *family = ss.ss_family;
+    return 0;
+}
+
+EXPORT int rs_socket_fromfd(rs_socket **out, int fd)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    if (fd < 0)
+        return -EBADF;
+    int family = AF_UNSPEC, type = 0;
+    int r = sock_type_of(fd, &family, &type);
+    if (r < 0)
+        return r;
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (nfd < 0)
+        return -errno;
+    /* O_NONBLOCK lives on the open file description, shared with the caller's fd: the same
+     * trade socket.fromfd makes when it applies a timeout. */
+    int fl = fcntl(nfd, F_GETFL);
+    if (fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        r = -errno;
+        close(nfd);
+        return r;
+    }
+    return wrap(out, nfd, family, type, rs_getdefaulttimeout());
+}
+
+EXPORT int rs_socketpair(rs_socket *out[2], int family, int type, int protocol)
+{
+    if (!out)
+        return -EINVAL;
+    out[0] = out[1] = NULL;
+    if (family == AF_UNSPEC)
+        family = AF_UNIX;
+    bool nonblock = type & SOCK_NONBLOCK;
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (base == 0)
+        base = SOCK_STREAM;
+    int fds[2];
+    if (socketpair(family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol, fds) < 0)
+        return -errno;
+    double t = nonblock ? 0.0 : rs_getdefaulttimeout();
+    int r = wrap(&out[0], fds[0], family, base, t);
+    if (r < 0) {
+        close(fds[1]);
+        return r;
+    }
+    r = wrap(&out[1], fds[1], family, base, t);
+    if (r < 0) {
+        rs_close(out[0]);
+        out[0] = NULL;
+    }
+    return r;
+}
+
+typedef int (*name_fn)(int, struct sockaddr *, socklen_t *);
+
+static int get_name(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len, name_fn fn)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!addr || !len)
+        return -EINVAL;
+    return fn(s->fd, (struct sockaddr *)addr, len) < 0 ? -errno : 0;
+}
+
+EXPORT int rs_getsockname(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len)
+{
+    return get_name(s, addr, len, getsockname);
+}
+
+EXPORT int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len)
+{
+    return get_name(s, addr, len, getpeername);
+}
+
+EXPORT int rs_setsockopt(rs_socket *s, int level, int name, const void *val, socklen_t len)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    return setsockopt(s->fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+EXPORT int rs_getsockopt(rs_socket *s, int level, int name, void *val, socklen_t *len)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (!val || !len)
+        return -EINVAL;
+    return getsockopt(s->fd, level, name, val, len) < 0 ? -errno : 0;
+}
+
+EXPORT int rs_shutdown(rs_socket *s, int how)
+{
+    if (!s || s->fd < 0)
+        return -EBADF;
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return -EINVAL;
+    return shutdown(s->fd, how) < 0 ? -errno : 0;
+}
