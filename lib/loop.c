@@ -195,6 +195,7 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
     op->done = false;
     op->cancelled = false;
     op->bstate = 0;
+    op->xfer = 0;
     op->res = 0;
     op->next = NULL;
     int r = loop->ops->submit(loop, op);

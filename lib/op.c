@@ -34,6 +34,30 @@ int64_t rs__deadline_from_timeout(double seconds)
 
 static int neg_errno(void) { return errno ? -errno : -EIO; }
 
+/* MSG_WAITALL means nothing to a non-blocking recv: gather the bytes across readiness waits.
+ * Like io_uring's partial-I/O rule, what was received is returned even if an error follows. */
+static int recv_waitall(struct rs_op *op)
+{
+    char *buf = op->u.io.buf;
+    while (op->xfer < op->u.io.len) {
+        ssize_t r = recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+        if (r > 0) {
+            op->xfer += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            break;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return -EAGAIN;
+        if (op->xfer == 0)
+            return neg_errno();
+        break;
+    }
+    return (int)op->xfer;
+}
+
 int rs__op_try(struct rs_op *op, short *events)
 {
     ssize_t r;
@@ -70,6 +94,8 @@ again:
         r = send(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_RECV:
+        if ((op->flags & MSG_WAITALL) && op->deadline != RS_DEADLINE_NOW)
+            return recv_waitall(op);
         r = recv(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_SENDMSG:

@@ -41,12 +41,49 @@ static int wrap(rs_socket **out, int fd, int family, int type, double timeout)
         return -ENOMEM;
     }
     s->fd = fd;
+    atomic_init(&s->closed, false);
+    atomic_init(&s->refs, 1);
     s->family = family;
     s->type = type;
     s->timeout = timeout;
     s->id = atomic_fetch_add(&next_id, 1);
     *out = s;
     return 0;
+}
+
+bool rs__sock_hold(struct rs_socket *s)
+{
+    if (!s || atomic_load(&s->closed))
+        return false;
+    atomic_fetch_add(&s->refs, 1);
+    if (atomic_load(&s->closed)) {
+        rs__sock_drop(s);
+        return false;
+    }
+    return true;
+}
+
+void rs__sock_drop(struct rs_socket *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    struct rs_loop *loop = rs__loop_current();
+    if (loop)
+        loop->ops->forget_fd(loop, s->fd);
+    /* Linux releases the fd even when close(2) says EINTR: never retry. */
+    close(s->fd);
+    free(s);
+}
+
+/* A blocking call on s: hold a reference while op runs, and report -EBADF if s was closed
+ * (by another thread) while it waited and nothing was transferred. */
+static int exec_held(struct rs_socket *s, struct rs_op *op)
+{
+    int r = rs__sock_exec(op);
+    if (r <= 0 && atomic_load(&s->closed))
+        r = -EBADF;
+    rs__sock_drop(s);
+    return r;
 }
 
 EXPORT int rs_socket_open(rs_socket **out, int family, int type, int protocol)
@@ -64,13 +101,13 @@ EXPORT int rs_socket_open(rs_socket **out, int family, int type, int protocol)
     return wrap(out, fd, family, base, nonblock ? 0.0 : rs_getdefaulttimeout());
 }
 
-EXPORT int rs_socket_fd(const rs_socket *s) { return s && s->fd >= 0 ? s->fd : -EBADF; }
-EXPORT int rs_socket_family(const rs_socket *s) { return s && s->fd >= 0 ? s->family : -EBADF; }
-EXPORT int rs_socket_type(const rs_socket *s) { return s && s->fd >= 0 ? s->type : -EBADF; }
+EXPORT int rs_socket_fd(const rs_socket *s) { return s && !atomic_load(&s->closed) ? s->fd : -EBADF; }
+EXPORT int rs_socket_family(const rs_socket *s) { return s && !atomic_load(&s->closed) ? s->family : -EBADF; }
+EXPORT int rs_socket_type(const rs_socket *s) { return s && !atomic_load(&s->closed) ? s->type : -EBADF; }
 
 EXPORT int rs_settimeout(rs_socket *s, double seconds)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (!timeout_valid(seconds))
         return -EINVAL;
@@ -102,7 +139,7 @@ int rs__sock_exec(struct rs_op *op)
 
 EXPORT int rs_bind(rs_socket *s, const struct sockaddr *sa, socklen_t len)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (!sa || len < sizeof(sa_family_t))
         return -EINVAL;
@@ -112,7 +149,7 @@ EXPORT int rs_bind(rs_socket *s, const struct sockaddr *sa, socklen_t len)
 
 EXPORT int rs_listen(rs_socket *s, int backlog)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (backlog < 0)
         backlog = SOMAXCONN < 128 ? SOMAXCONN : 128;
@@ -121,15 +158,15 @@ EXPORT int rs_listen(rs_socket *s, int backlog)
 
 EXPORT int rs_connect(rs_socket *s, const struct sockaddr *sa, socklen_t len)
 {
-    if (!s || s->fd < 0)
-        return -EBADF;
     if (!sa || len < sizeof(sa_family_t))
-        return -EINVAL;
+        return s ? -EINVAL : -EBADF;
+    if (!rs__sock_hold(s))
+        return -EBADF;
     struct rs_op op;
     rs__sock_op(&op, s, RS_OP_CONNECT, rs__sock_deadline(s));
     op.u.connect.sa = sa;
     op.u.connect.len = len;
-    return rs__sock_exec(&op);
+    return exec_held(s, &op);
 }
 
 EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *peer, socklen_t *peerlen)
@@ -137,10 +174,10 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     if (!conn)
         return -EINVAL;
     *conn = NULL;
-    if (!s || s->fd < 0)
-        return -EBADF;
     if ((peer == NULL) != (peerlen == NULL))
-        return -EINVAL;
+        return s ? -EINVAL : -EBADF;
+    if (!rs__sock_hold(s))
+        return -EBADF;
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof ss;
     struct rs_op op;
@@ -148,7 +185,8 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     op.u.accept.sa = (struct sockaddr *)&ss;
     op.u.accept.len = &sslen;
     op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-    int fd = rs__sock_exec(&op);
+    int family = s->family, type = s->type;
+    int fd = exec_held(s, &op);
     if (fd < 0)
         return fd;
     if (peer) {
@@ -158,7 +196,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     }
     /* socket.py: a blocking default makes accepted sockets blocking even from a listener with a
      * timeout; otherwise they get the default timeout. */
-    return wrap(conn, fd, s->family, s->type, rs_getdefaulttimeout());
+    return wrap(conn, fd, family, type, rs_getdefaulttimeout());
 }
 
 /* Kernel transfer limit (MAX_RW_COUNT): larger requests are short transfers, reported as such. */
@@ -166,17 +204,17 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
 
 static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, int64_t deadline)
 {
-    if (!s || s->fd < 0)
-        return -EBADF;
     if (!buf && len)
-        return -EFAULT;
+        return s ? -EFAULT : -EBADF;
+    if (!rs__sock_hold(s))
+        return -EBADF;
     struct rs_op op;
     /* MSG_DONTWAIT asks for this one call what timeout 0 asks for every call. */
     rs__sock_op(&op, s, kind, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : deadline);
     op.u.io.buf = buf;
     op.u.io.len = len > MAX_IO ? MAX_IO : len;
     op.flags = flags;
-    return rs__sock_exec(&op);
+    return exec_held(s, &op);
 }
 
 EXPORT ssize_t rs_send(rs_socket *s, const void *buf, size_t len, int flags)
@@ -193,7 +231,7 @@ EXPORT ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flag
 {
     size_t done = 0;
     ssize_t r = 0;
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         r = -EBADF;
     else if (len > SSIZE_MAX)
         r = -EINVAL;
@@ -218,18 +256,15 @@ EXPORT int rs_close(rs_socket *s)
 {
     if (!s)
         return 0;
-    int r = 0;
-    if (s->fd >= 0) {
-        struct rs_loop *loop = rs__loop_current();
-        if (loop)
-            loop->ops->forget_fd(loop, s->fd);
-        /* Linux always releases the fd, even when close(2) reports EINTR: never retry. */
-        if (close(s->fd) < 0 && errno != EINTR)
-            r = -errno;
-    }
-    s->fd = -1;
-    free(s);
-    return r;
+    if (atomic_exchange(&s->closed, true))
+        return -EBADF;
+    /* Calls blocked on s in other threads: shutdown wakes them (their receive sees EOF, an
+     * accept EINVAL) and they return -EBADF; the last of them closes the fd. close(2) alone
+     * would leave them waiting, and an io_uring operation keeps the file open. */
+    if (atomic_load(&s->refs) > 1)
+        shutdown(s->fd, SHUT_RDWR);
+    rs__sock_drop(s);
+    return 0;
 }
 
 static int sock_type_of(int fd, int *family, int *type)
@@ -308,7 +343,7 @@ typedef int (*name_fn)(int, struct sockaddr *, socklen_t *);
 
 static int get_name(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len, name_fn fn)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (!addr || !len)
         return -EINVAL;
@@ -327,14 +362,14 @@ EXPORT int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, soc
 
 EXPORT int rs_setsockopt(rs_socket *s, int level, int name, const void *val, socklen_t len)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     return setsockopt(s->fd, level, name, val, len) < 0 ? -errno : 0;
 }
 
 EXPORT int rs_getsockopt(rs_socket *s, int level, int name, void *val, socklen_t *len)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (!val || !len)
         return -EINVAL;
@@ -343,9 +378,79 @@ EXPORT int rs_getsockopt(rs_socket *s, int level, int name, void *val, socklen_t
 
 EXPORT int rs_shutdown(rs_socket *s, int how)
 {
-    if (!s || s->fd < 0)
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
         return -EINVAL;
     return shutdown(s->fd, how) < 0 ? -errno : 0;
+}
+
+EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int *fds, size_t nfds, int flags)
+{
+    if ((!buf && len) || (!fds && nfds) || nfds > RS_MAX_FDS)
+        return s ? -EINVAL : -EBADF;
+    if (!rs__sock_hold(s))
+        return -EBADF;
+    union {
+        char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds) {
+        memset(&ctl, 0, sizeof ctl);
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    }
+    struct rs_op op;
+    rs__sock_op(&op, s, RS_OP_SENDMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
+    op.u.msg = &msg;
+    op.flags = flags;
+    return exec_held(s, &op);
+}
+
+EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags)
+{
+    if ((!buf && len) || !nfds || (!fds && *nfds) || *nfds > RS_MAX_FDS)
+        return s ? -EINVAL : -EBADF;
+    if (!rs__sock_hold(s))
+        return -EBADF;
+    union {
+        char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    size_t cap = *nfds;
+    *nfds = 0;
+    struct iovec iov = { .iov_base = buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (cap) {
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = CMSG_SPACE(cap * sizeof(int));
+    }
+    struct rs_op op;
+    rs__sock_op(&op, s, RS_OP_RECVMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
+    op.u.msg = &msg;
+    op.flags = flags | MSG_CMSG_CLOEXEC;
+    int r = exec_held(s, &op);
+    if (r < 0)
+        return r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            if (*nfds < cap)
+                fds[(*nfds)++] = fd;
+            else
+                close(fd); /* cannot happen with one cmsg sized to cap; never leak one */
+        }
+    }
+    return r;
 }

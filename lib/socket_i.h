@@ -2,17 +2,26 @@
 #ifndef RS_SOCKET_I_H
 #define RS_SOCKET_I_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "loop_i.h"
 
 struct rs_socket {
-    int fd;          /* -1 once closed */
+    int fd;          /* valid until the last reference goes */
+    atomic_bool closed;  /* rs_close was called: new calls get -EBADF */
+    atomic_uint refs;    /* the owner's, plus one per call in progress (and per open file) */
     int family;
     int type;
     double timeout;  /* RS_TIMEOUT_NONE, 0, or seconds */
     uint64_t id;     /* unique per socket: readiness backends key registrations on it */
 };
+
+/* Take a reference for a call in progress; false (and none taken) once s is closed. */
+bool rs__sock_hold(struct rs_socket *s);
+/* Give it back; the last one closes the fd and frees s. */
+void rs__sock_drop(struct rs_socket *s);
 
 /* Fill the parts of op every socket operation shares; deadline from the socket's timeout. */
 void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline);

@@ -76,6 +76,17 @@ ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flags, size
  * recv(2)'s (MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT, MSG_OOB pass through). */
 ssize_t rs_recv(rs_socket *s, void *buf, size_t len, int flags);
 
+/* Send buf with nfds file descriptors in one SCM_RIGHTS message (socket.send_fds). AF_UNIX only.
+ * nfds may be 0; at most RS_MAX_FDS. Returns bytes sent (the fds travel with the first byte). */
+#define RS_MAX_FDS 253
+ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int *fds, size_t nfds, int flags);
+
+/* Receive into buf and up to *nfds descriptors (socket.recv_fds): on entry *nfds is the capacity
+ * of fds (at most RS_MAX_FDS), on return the number received (close-on-exec, owned by the caller).
+ * Descriptors beyond the capacity are discarded by the kernel (MSG_CTRUNC), as in Python. Returns
+ * bytes received, 0 at EOF, or an error as rs_recv. */
+ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags);
+
 int rs_getsockname(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
 int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
 int rs_setsockopt(rs_socket *s, int level, int name, const void *val, socklen_t len);

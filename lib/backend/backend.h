@@ -42,6 +42,7 @@ struct rs_op {
     int flags;      /* send/recv flags; accept4 flags */
     int res;        /* result: >= 0 or -errno */
     int64_t deadline;
+    size_t xfer;    /* readiness backends: bytes already received for MSG_WAITALL */
     union {
         struct { void *buf; size_t len; } io;
         struct { const struct sockaddr *sa; socklen_t len; } connect;

@@ -200,7 +200,9 @@ static int expire(struct ready *r)
             struct fdent *e = &r->fds[op->fd];
             r->p->update(r, op->fd, e, e->gen);
         }
-        rs__op_complete(r->loop, op, op->kind == RS_OP_TIMER ? 0 : -ETIMEDOUT);
+        /* bytes a MSG_WAITALL receive already took are returned, never dropped */
+        int res = op->kind == RS_OP_TIMER ? 0 : op->xfer ? (int)op->xfer : -ETIMEDOUT;
+        rs__op_complete(r->loop, op, res);
         n++;
     }
     return n;
@@ -237,7 +239,7 @@ int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op)
         struct fdent *e = &r->fds[op->fd];
         r->p->update(r, op->fd, e, e->gen);
     }
-    rs__loop_defer(loop, op, -ECANCELED);
+    rs__loop_defer(loop, op, op->xfer ? (int)op->xfer : -ECANCELED);
     return 0;
 }
 
