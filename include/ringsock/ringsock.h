@@ -6,5 +6,6 @@
 #include <ringsock/error.h>
 #include <ringsock/loop.h>
 #include <ringsock/socket.h>
+#include <ringsock/net.h>
 
 #endif
