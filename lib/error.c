@@ -3,9 +3,11 @@
  * the same on every libc. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netdb.h>
 #include <stddef.h>
 
 #include "ringsock/error.h"
+#include "ringsock/net.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -75,6 +77,35 @@ static const struct entry table[] = {
 #undef X
 };
 
+#define RS_EAI_MAP(X)                                                     \
+    X(EAI_BADFLAGS) X(EAI_NONAME) X(EAI_AGAIN) X(EAI_FAIL) X(EAI_FAMILY) \
+    X(EAI_SOCKTYPE) X(EAI_SERVICE) X(EAI_MEMORY) X(EAI_SYSTEM) X(EAI_OVERFLOW)
+
+static const struct entry eai_table[] = {
+#define X(code) { RS_EAI(code), #code, NULL },
+    RS_EAI_MAP(X)
+#ifdef EAI_NODATA
+    X(EAI_NODATA)
+#endif
+#ifdef EAI_ADDRFAMILY
+    X(EAI_ADDRFAMILY)
+#endif
+#undef X
+};
+
+/* The getaddrinfo code behind an RS_EAI value, or 0. */
+static int eai_of(int err, const char **name)
+{
+    for (size_t i = 0; i < sizeof eai_table / sizeof eai_table[0]; i++) {
+        if (eai_table[i].code == err) {
+            *name = eai_table[i].name;
+            int mag = RS_EAI_BASE - err;
+            return EAI_NONAME < 0 ? -mag : mag;
+        }
+    }
+    return 0;
+}
+
 static const struct entry *find(int err)
 {
     if (err < 0)
@@ -89,6 +120,10 @@ EXPORT const char *rs_strerror(int err)
 {
     if (err == 0)
         return "success";
+    const char *name;
+    int eai = RS_IS_EAI(err) ? eai_of(err, &name) : 0;
+    if (eai)
+        return gai_strerror(eai); /* static strings in glibc and musl */
     const struct entry *e = find(err);
     return e ? e->msg : "unknown error";
 }
@@ -97,6 +132,9 @@ EXPORT const char *rs_err_name(int err)
 {
     if (err == 0)
         return "OK";
+    const char *name;
+    if (RS_IS_EAI(err) && eai_of(err, &name))
+        return name;
     const struct entry *e = find(err);
     return e ? e->name : "UNKNOWN";
 }

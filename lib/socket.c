@@ -33,7 +33,7 @@ EXPORT void rs_setdefaulttimeout(double seconds)
 
 EXPORT double rs_getdefaulttimeout(void) { return atomic_load(&default_timeout); }
 
-static int wrap(rs_socket **out, int fd, int family, int type, double timeout)
+int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
 {
     struct rs_socket *s = malloc(sizeof *s);
     if (!s) {
@@ -98,7 +98,7 @@ EXPORT int rs_socket_open(rs_socket **out, int family, int type, int protocol)
     int fd = socket(family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
     if (fd < 0)
         return -errno;
-    return wrap(out, fd, family, base, nonblock ? 0.0 : rs_getdefaulttimeout());
+    return rs__sock_wrap(out, fd, family, base, nonblock ? 0.0 : rs_getdefaulttimeout());
 }
 
 EXPORT int rs_socket_fd(const rs_socket *s) { return s && !atomic_load(&s->closed) ? s->fd : -EBADF; }
@@ -196,7 +196,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     }
     /* socket.py: a blocking default makes accepted sockets blocking even from a listener with a
      * timeout; otherwise they get the default timeout. */
-    return wrap(conn, fd, family, type, rs_getdefaulttimeout());
+    return rs__sock_wrap(conn, fd, family, type, rs_getdefaulttimeout());
 }
 
 /* Kernel transfer limit (MAX_RW_COUNT): larger requests are short transfers, reported as such. */
@@ -308,7 +308,7 @@ EXPORT int rs_socket_fromfd(rs_socket **out, int fd)
         close(nfd);
         return r;
     }
-    return wrap(out, nfd, family, type, rs_getdefaulttimeout());
+    return rs__sock_wrap(out, nfd, family, type, rs_getdefaulttimeout());
 }
 
 EXPORT int rs_socketpair(rs_socket *out[2], int family, int type, int protocol)
@@ -326,12 +326,12 @@ EXPORT int rs_socketpair(rs_socket *out[2], int family, int type, int protocol)
     if (socketpair(family, base | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol, fds) < 0)
         return -errno;
     double t = nonblock ? 0.0 : rs_getdefaulttimeout();
-    int r = wrap(&out[0], fds[0], family, base, t);
+    int r = rs__sock_wrap(&out[0], fds[0], family, base, t);
     if (r < 0) {
         close(fds[1]);
         return r;
     }
-    r = wrap(&out[1], fds[1], family, base, t);
+    r = rs__sock_wrap(&out[1], fds[1], family, base, t);
     if (r < 0) {
         rs_close(out[0]);
         out[0] = NULL;

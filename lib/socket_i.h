@@ -18,6 +18,9 @@ struct rs_socket {
     uint64_t id;     /* unique per socket: readiness backends key registrations on it */
 };
 
+/* Wrap an open fd (closed on failure) in a new socket object. */
+int rs__sock_wrap(struct rs_socket **out, int fd, int family, int type, double timeout);
+
 /* Take a reference for a call in progress; false (and none taken) once s is closed. */
 bool rs__sock_hold(struct rs_socket *s);
 /* Give it back; the last one closes the fd and frees s. */

@@ -22,6 +22,9 @@ extern "C" {
 /* True if err is a resolver error. */
 #define RS_IS_EAI(err) ((err) <= RS_EAI_BASE && (err) > RS_EAI_BASE - 1000)
 
+/* netdb.h declares it only with POSIX feature macros; a declaration keeps -std=c17 users building */
+struct addrinfo;
+
 #define RS_CONNECT_MAX_ATTEMPTS 16
 
 /* socket.py's "use the default timeout": rs_getdefaulttimeout() at call time. */
