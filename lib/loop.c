@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,8 +90,10 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     struct rs_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
+    static _Atomic uint64_t next_id = 1;
     loop->ops = ops;
     loop->backend = backend;
+    loop->id = atomic_fetch_add(&next_id, 1);
     int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
     if (r < 0) {
         free(loop);
@@ -110,6 +113,7 @@ EXPORT int rs_loop_free(rs_loop *loop)
         return -EINVAL;
     if (loop->pending)
         return -EBUSY;
+    rs__bufpool_free(loop);
     loop->ops->fini(loop);
     if (loop == tls_loop)
         tls_loop = NULL;
@@ -180,6 +184,14 @@ EXPORT int rs_loop_default_release(void)
     return rs_loop_free(tls_loop);
 }
 
+EXPORT int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st)
+{
+    if (!loop || !st)
+        return -EINVAL;
+    *st = loop->stats;
+    return 0;
+}
+
 EXPORT int rs_loop_backend(const rs_loop *loop) { return loop ? loop->backend : -EINVAL; }
 
 EXPORT size_t rs_loop_pending(const rs_loop *loop) { return loop ? loop->pending : 0; }
@@ -199,8 +211,10 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
     op->res = 0;
     op->next = NULL;
     int r = loop->ops->submit(loop, op);
-    if (r == 0)
+    if (r == 0) {
         loop->pending++;
+        loop->stats.submitted++;
+    }
     return r;
 }
 
@@ -223,6 +237,7 @@ void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
     op->res = res;
     op->done = true;
     loop->pending--;
+    loop->stats.completed++;
     if (op->cb)
         op->cb(op);
 }
@@ -245,6 +260,9 @@ static int drain_deferred(struct rs_loop *loop)
 static int turn(struct rs_loop *loop, bool block)
 {
     int n = drain_deferred(loop);
+    if (!loop->pending)
+        return n; /* nothing in flight: no reason to ask the kernel */
+    loop->stats.waits++;
     int r = loop->ops->wait(loop, block && n == 0);
     return r < 0 ? r : n + r;
 }

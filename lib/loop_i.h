@@ -3,10 +3,14 @@
 #define RS_LOOP_I_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "ringsock/loop.h"
 #include "backend/backend.h"
+
+struct rs_bufpool;
 
 struct rs_loop {
     const struct rs_backend_ops *ops;
@@ -17,6 +21,9 @@ struct rs_loop {
     /* operations that finished during submit; completed from the loop so that no callback
      * runs inside the call that submitted it */
     struct rs_op *deferred_head, *deferred_tail;
+    struct rs_loop_stats stats;
+    struct rs_bufpool *bufpool; /* registered buffers, made on first use (bufpool.c) */
+    uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
 };
 
 /* Submit op on loop (counts it as pending). */
@@ -27,6 +34,8 @@ int rs__loop_exec(struct rs_loop *loop, struct rs_op *op);
 int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op);
 /* For backends: op finished inside submit; complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
+void rs__bufpool_free(struct rs_loop *loop);
+
 /* The calling thread's default loop if it exists (never creates one). */
 struct rs_loop *rs__loop_current(void);
 

@@ -3,9 +3,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/sendfile.h>
 #include <time.h>
 
 #include "backend/backend.h"
@@ -105,6 +107,31 @@ again:
     case RS_OP_RECVMSG:
         r = recvmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT);
         break;
+    case RS_OP_READ_FIXED: /* the memory is ordinary memory too */
+        r = recv(op->fd, op->u.io.buf, op->u.io.len, MSG_DONTWAIT);
+        break;
+    case RS_OP_WRITE_FIXED:
+        *events = POLLOUT;
+        r = send(op->fd, op->u.io.buf, op->u.io.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        break;
+    case RS_OP_SPLICE: {
+        if (op->u.splice.fd_out == op->fd)
+            *events = POLLOUT;
+        int64_t *oi = op->u.splice.off_in >= 0 ? &op->u.splice.off_in : NULL;
+        int64_t *oo = op->u.splice.off_out >= 0 ? &op->u.splice.off_out : NULL;
+        /* splice advances the offsets it is given: the op's copy tracks progress */
+        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, op->u.splice.len,
+                   op->u.splice.flags | SPLICE_F_NONBLOCK);
+        break;
+    }
+    case RS_OP_SENDFILE: {
+        *events = POLLOUT;
+        off_t off = (off_t)op->u.splice.off_in;
+        r = sendfile(op->fd, op->u.splice.fd_in, &off, op->u.splice.len);
+        if (r > 0)
+            op->u.splice.off_in = off;
+        break;
+    }
     case RS_OP_TIMER:
         *events = 0;
         return -EAGAIN;
@@ -118,4 +145,22 @@ again:
     if (errno == EINTR)
         goto again;
     return neg_errno();
+}
+
+void rs__op_try_events(const struct rs_op *op, short *events)
+{
+    switch (op->kind) {
+    case RS_OP_CONNECT:
+    case RS_OP_SEND:
+    case RS_OP_SENDMSG:
+    case RS_OP_WRITE_FIXED:
+    case RS_OP_SENDFILE:
+        *events = POLLOUT;
+        break;
+    case RS_OP_SPLICE:
+        *events = op->u.splice.fd_out == op->fd ? POLLOUT : POLLIN;
+        break;
+    default:
+        *events = POLLIN;
+    }
 }

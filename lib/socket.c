@@ -43,6 +43,7 @@ int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
     s->fd = fd;
     atomic_init(&s->closed, false);
     atomic_init(&s->refs, 1);
+    atomic_init(&s->busy, 0);
     s->family = family;
     s->type = type;
     s->timeout = timeout;
@@ -75,13 +76,20 @@ void rs__sock_drop(struct rs_socket *s)
     free(s);
 }
 
-/* A blocking call on s: hold a reference while op runs, and report -EBADF if s was closed
- * (by another thread) while it waited and nothing was transferred. */
-static int exec_held(struct rs_socket *s, struct rs_op *op)
+bool rs__sock_begin(struct rs_socket *s)
+{
+    if (!rs__sock_hold(s))
+        return false;
+    atomic_fetch_add(&s->busy, 1);
+    return true;
+}
+
+int rs__sock_call(struct rs_socket *s, struct rs_op *op)
 {
     int r = rs__sock_exec(op);
     if (r <= 0 && atomic_load(&s->closed))
         r = -EBADF;
+    atomic_fetch_sub(&s->busy, 1);
     rs__sock_drop(s);
     return r;
 }
@@ -160,13 +168,13 @@ EXPORT int rs_connect(rs_socket *s, const struct sockaddr *sa, socklen_t len)
 {
     if (!sa || len < sizeof(sa_family_t))
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_hold(s))
+    if (!rs__sock_begin(s))
         return -EBADF;
     struct rs_op op;
     rs__sock_op(&op, s, RS_OP_CONNECT, rs__sock_deadline(s));
     op.u.connect.sa = sa;
     op.u.connect.len = len;
-    return exec_held(s, &op);
+    return rs__sock_call(s, &op);
 }
 
 EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *peer, socklen_t *peerlen)
@@ -176,7 +184,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     *conn = NULL;
     if ((peer == NULL) != (peerlen == NULL))
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_hold(s))
+    if (!rs__sock_begin(s))
         return -EBADF;
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof ss;
@@ -186,7 +194,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     op.u.accept.len = &sslen;
     op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
     int family = s->family, type = s->type;
-    int fd = exec_held(s, &op);
+    int fd = rs__sock_call(s, &op);
     if (fd < 0)
         return fd;
     if (peer) {
@@ -206,7 +214,7 @@ static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, i
 {
     if (!buf && len)
         return s ? -EFAULT : -EBADF;
-    if (!rs__sock_hold(s))
+    if (!rs__sock_begin(s))
         return -EBADF;
     struct rs_op op;
     /* MSG_DONTWAIT asks for this one call what timeout 0 asks for every call. */
@@ -214,7 +222,7 @@ static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, i
     op.u.io.buf = buf;
     op.u.io.len = len > MAX_IO ? MAX_IO : len;
     op.flags = flags;
-    return exec_held(s, &op);
+    return rs__sock_call(s, &op);
 }
 
 EXPORT ssize_t rs_send(rs_socket *s, const void *buf, size_t len, int flags)
@@ -260,8 +268,9 @@ EXPORT int rs_close(rs_socket *s)
         return -EBADF;
     /* Calls blocked on s in other threads: shutdown wakes them (their receive sees EOF, an
      * accept EINVAL) and they return -EBADF; the last of them closes the fd. close(2) alone
-     * would leave them waiting, and an io_uring operation keeps the file open. */
-    if (atomic_load(&s->refs) > 1)
+     * would leave them waiting, and an io_uring operation keeps the file open. Open files
+     * (rs_makefile) keep the fd open and working, as socket.py's _io_refs do. */
+    if (atomic_load(&s->busy) > 0)
         shutdown(s->fd, SHUT_RDWR);
     rs__sock_drop(s);
     return 0;
@@ -389,7 +398,7 @@ EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int 
 {
     if ((!buf && len) || (!fds && nfds) || nfds > RS_MAX_FDS)
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_hold(s))
+    if (!rs__sock_begin(s))
         return -EBADF;
     union {
         char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
@@ -411,14 +420,14 @@ EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int 
     rs__sock_op(&op, s, RS_OP_SENDMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
     op.u.msg = &msg;
     op.flags = flags;
-    return exec_held(s, &op);
+    return rs__sock_call(s, &op);
 }
 
 EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags)
 {
     if ((!buf && len) || !nfds || (!fds && *nfds) || *nfds > RS_MAX_FDS)
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_hold(s))
+    if (!rs__sock_begin(s))
         return -EBADF;
     union {
         char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
@@ -436,7 +445,7 @@ EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t
     rs__sock_op(&op, s, RS_OP_RECVMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
     op.u.msg = &msg;
     op.flags = flags | MSG_CMSG_CLOEXEC;
-    int r = exec_held(s, &op);
+    int r = rs__sock_call(s, &op);
     if (r < 0)
         return r;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

@@ -11,7 +11,8 @@
 struct rs_socket {
     int fd;          /* valid until the last reference goes */
     atomic_bool closed;  /* rs_close was called: new calls get -EBADF */
-    atomic_uint refs;    /* the owner's, plus one per call in progress (and per open file) */
+    atomic_uint refs;    /* the owner's, plus one per call in progress and per open file */
+    atomic_uint busy;    /* calls in progress: rs_close wakes them */
     int family;
     int type;
     double timeout;  /* RS_TIMEOUT_NONE, 0, or seconds */
@@ -21,10 +22,15 @@ struct rs_socket {
 /* Wrap an open fd (closed on failure) in a new socket object. */
 int rs__sock_wrap(struct rs_socket **out, int fd, int family, int type, double timeout);
 
-/* Take a reference for a call in progress; false (and none taken) once s is closed. */
+/* Take a reference (an open file holds one); false, and none taken, once s is closed. */
 bool rs__sock_hold(struct rs_socket *s);
 /* Give it back; the last one closes the fd and frees s. */
 void rs__sock_drop(struct rs_socket *s);
+/* A call on s begins: a reference plus the busy count; false once s is closed. */
+bool rs__sock_begin(struct rs_socket *s);
+/* Run op for a call that began with rs__sock_begin, and end the call. -EBADF if s was closed
+ * meanwhile and nothing was transferred. */
+int rs__sock_call(struct rs_socket *s, struct rs_op *op);
 
 /* Fill the parts of op every socket operation shares; deadline from the socket's timeout. */
 void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline);

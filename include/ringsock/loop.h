@@ -65,6 +65,17 @@ int rs_loop_backend(const rs_loop *loop);
 /* Number of operations in flight on the loop. */
 size_t rs_loop_pending(const rs_loop *loop);
 
+/* Counters of a loop's work, for tests and benchmarks. */
+struct rs_loop_stats {
+    unsigned long long submitted;     /* operations started */
+    unsigned long long completed;     /* operations finished (callbacks / blocking returns) */
+    unsigned long long waits;         /* times the loop asked the kernel for completions/readiness */
+    unsigned long long fixed_buf_ops; /* io_uring READ_FIXED / WRITE_FIXED operations issued */
+};
+
+/* Copy the loop's counters into *st. 0, or -EINVAL for NULL. */
+int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st);
+
 /* "uring", "epoll", "poll", "auto", or NULL for an unknown value. */
 const char *rs_backend_name(int backend);
 

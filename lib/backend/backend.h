@@ -18,7 +18,11 @@ enum rs_op_kind {
     RS_OP_RECV,
     RS_OP_SENDMSG,
     RS_OP_RECVMSG,
-    RS_OP_TIMER, /* completes with 0 at its deadline, or -ECANCELED */
+    RS_OP_TIMER,       /* completes with 0 at its deadline, or -ECANCELED */
+    RS_OP_READ_FIXED,  /* recv into a registered buffer (u.io + buf_index); io_uring only */
+    RS_OP_WRITE_FIXED, /* send from a registered buffer; io_uring only */
+    RS_OP_SPLICE,      /* u.splice: fd_in -> fd_out; op->fd is the socket end */
+    RS_OP_SENDFILE,    /* u.splice.fd_in/off_in -> op->fd with sendfile(2) */
     RS_OP__COUNT
 };
 
@@ -37,6 +41,7 @@ struct rs_op {
     bool done;      /* set by the engine just before cb */
     bool cancelled; /* rs__loop_cancel was asked: -ECANCELED is not a timeout */
     uint8_t bstate; /* backend-private state */
+    bool link;      /* io_uring: the next submitted op runs only if this one fully succeeds */
     int fd;
     uint64_t fdgen; /* identity of the fd's owner (readiness backends re-register on change) */
     int flags;      /* send/recv flags; accept4 flags */
@@ -48,7 +53,9 @@ struct rs_op {
         struct { const struct sockaddr *sa; socklen_t len; } connect;
         struct { struct sockaddr *sa; socklen_t *len; } accept;
         struct msghdr *msg;
+        struct { int fd_in; int64_t off_in; int fd_out; int64_t off_out; size_t len; unsigned flags; } splice;
     } u;
+    uint16_t buf_index; /* READ_FIXED / WRITE_FIXED: slot in the loop's registered table */
     int64_t bts[2];  /* backend scratch: io_uring keeps the timeout's timespec here */
     rs_op_cb cb;     /* NULL for blocking calls, which poll op->done */
     void *data;      /* for cb */
@@ -72,9 +79,11 @@ struct rs_backend_ops {
     int  (*cancel)(struct rs_loop *loop, struct rs_op *op);
     /* The fd is being closed by its owner: forget any registration of it. */
     void (*forget_fd)(struct rs_loop *loop, int fd);
-    /* Fixed buffers for READ_FIXED/WRITE_FIXED; readiness backends accept and ignore. */
-    int  (*register_buffers)(struct rs_loop *loop, const struct iovec *iov, unsigned n);
-    int  (*unregister_buffers)(struct rs_loop *loop);
+    /* Registered buffers: make a table of nslots empty slots, then fill or empty one slot (an
+     * iovec with NULL base). -EOPNOTSUPP where the backend has none (readiness backends): the
+     * buffer pool then hands out plain memory and the socket layer plain operations. */
+    int  (*buffers_init)(struct rs_loop *loop, unsigned nslots);
+    int  (*buffer_update)(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
 };
 
 extern const struct rs_backend_ops rs__uring_ops;
@@ -93,6 +102,8 @@ int64_t rs__deadline_from_timeout(double seconds);
  * *events says for what (POLLIN or POLLOUT). Used by the readiness backends for every attempt and
  * by the io_uring backend for RS_DEADLINE_NOW operations. */
 int rs__op_try(struct rs_op *op, short *events);
+/* What op waits for when it would block (POLLIN or POLLOUT), without trying it. */
+void rs__op_try_events(const struct rs_op *op, short *events);
 
 /* Called by a backend when op finishes: records res and runs the callback (or marks it done). */
 void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res);

@@ -126,6 +126,6 @@ const struct rs_backend_ops rs__poll_ops = {
     .wait = rs__ready_wait,
     .cancel = rs__ready_cancel,
     .forget_fd = rs__ready_forget_fd,
-    .register_buffers = rs__ready_register_buffers,
-    .unregister_buffers = rs__ready_unregister_buffers,
+    .buffers_init = rs__ready_buffers_init,
+    .buffer_update = rs__ready_buffer_update,
 };

@@ -16,7 +16,9 @@
 
 static bool writes(const struct rs_op *op)
 {
-    return op->kind == RS_OP_CONNECT || op->kind == RS_OP_SEND || op->kind == RS_OP_SENDMSG;
+    short ev;
+    rs__op_try_events(op, &ev);
+    return ev == POLLOUT;
 }
 
 static struct fdent *ent_get(struct ready *r, int fd)
@@ -267,16 +269,17 @@ void rs__ready_forget_fd(struct rs_loop *loop, int fd)
     e->gen = 0;
 }
 
-int rs__ready_register_buffers(struct rs_loop *loop, const struct iovec *iov, unsigned n)
+int rs__ready_buffers_init(struct rs_loop *loop, unsigned nslots)
 {
     (void)loop;
-    (void)iov;
-    (void)n;
-    return 0;
+    (void)nslots;
+    return -EOPNOTSUPP;
 }
 
-int rs__ready_unregister_buffers(struct rs_loop *loop)
+int rs__ready_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov)
 {
     (void)loop;
-    return 0;
+    (void)slot;
+    (void)iov;
+    return -EOPNOTSUPP;
 }

@@ -47,8 +47,8 @@ int rs__ready_submit(struct rs_loop *loop, struct rs_op *op);
 int rs__ready_wait(struct rs_loop *loop, bool block);
 int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op);
 void rs__ready_forget_fd(struct rs_loop *loop, int fd);
-int rs__ready_register_buffers(struct rs_loop *loop, const struct iovec *iov, unsigned n);
-int rs__ready_unregister_buffers(struct rs_loop *loop);
+int rs__ready_buffers_init(struct rs_loop *loop, unsigned nslots);
+int rs__ready_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
 /* For pollers: fd is ready for revents (POLLIN/POLLOUT/POLLERR/POLLHUP bits). */
 int rs__ready_event(struct ready *r, int fd, short revents);
 

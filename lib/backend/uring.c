@@ -19,6 +19,7 @@
 static const int needed_ops[] = {
     IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
     IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
+    IORING_OP_POLL_ADD, IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IORING_OP_SPLICE,
 };
 
 static int probe_result;
@@ -126,57 +127,83 @@ static struct io_uring_sqe *get_sqe(struct io_uring *ring)
  * into something smaller than asked without the caller seeing a short count. */
 static unsigned clamp_len(size_t len) { return len > 0x7ffff000u ? 0x7ffff000u : (unsigned)len; }
 
-static int uring_submit(struct rs_loop *loop, struct rs_op *op)
+/* op->bstate: the operation is parked on a POLL_ADD until its fd is ready, then reissued. Used
+ * when the kernel hands back -EAGAIN for a blocking operation (SPLICE into a non-blocking socket
+ * is not pollable inside io_uring; older kernels honour O_NONBLOCK on sockets) and for
+ * SENDFILE, which io_uring has no opcode for. */
+#define POLLING 0x1
+
+/* Put op's SQE(s) in the ring: the operation (or its poll), plus a LINK_TIMEOUT for a deadline. */
+static int queue(struct rs_loop *loop, struct rs_op *op)
 {
-    if (op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER) {
-        /* Non-blocking mode is one non-blocking syscall on every backend: an SQE would cost the
-         * same io_uring_enter, and io_uring cannot express a non-blocking connect (it waits). */
-        short ev;
-        rs__loop_defer(loop, op, rs__op_try(op, &ev));
-        return 0;
-    }
     struct io_uring *ring = ring_of(loop);
     bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER;
-    if (io_uring_sq_space_left(ring) < (linked ? 2u : 1u))
+    if (io_uring_sq_space_left(ring) < (linked ? 2u : 1u) && !op->link)
         io_uring_submit(ring);
     struct io_uring_sqe *sqe = get_sqe(ring);
     if (!sqe)
         return -EBUSY;
     struct __kernel_timespec *ts = (struct __kernel_timespec *)op->bts;
-    switch (op->kind) {
-    case RS_OP_CONNECT:
-        io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
-        break;
-    case RS_OP_ACCEPT:
-        io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
-        break;
-    case RS_OP_SEND:
-        io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
-        break;
-    case RS_OP_RECV:
-        io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
-        break;
-    case RS_OP_SENDMSG:
-        io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
-        break;
-    case RS_OP_RECVMSG:
-        io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
-        break;
-    case RS_OP_TIMER:
-        ts->tv_sec = op->deadline / 1000000000;
-        ts->tv_nsec = op->deadline % 1000000000;
-        io_uring_prep_timeout(sqe, ts, 0, IORING_TIMEOUT_ABS);
-        break;
-    default:
-        /* the SQE is already taken: turn it into a no-op nobody waits for */
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data64(sqe, UD_IGNORE);
-        return -EINVAL;
+    if (op->bstate & POLLING) {
+        short ev;
+        rs__op_try_events(op, &ev);
+        io_uring_prep_poll_add(sqe, op->fd, (unsigned)ev);
+    } else {
+        switch (op->kind) {
+        case RS_OP_CONNECT:
+            io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
+            break;
+        case RS_OP_ACCEPT:
+            io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+            break;
+        case RS_OP_SEND:
+            io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
+            break;
+        case RS_OP_RECV:
+            io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
+            break;
+        case RS_OP_SENDMSG:
+            io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
+            break;
+        case RS_OP_RECVMSG:
+            io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
+            break;
+        case RS_OP_READ_FIXED:
+            loop->stats.fixed_buf_ops++;
+            io_uring_prep_read_fixed(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), 0, op->buf_index);
+            break;
+        case RS_OP_WRITE_FIXED:
+            loop->stats.fixed_buf_ops++;
+            io_uring_prep_write_fixed(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), 0, op->buf_index);
+            break;
+        case RS_OP_SPLICE:
+            io_uring_prep_splice(sqe, op->u.splice.fd_in, op->u.splice.off_in, op->u.splice.fd_out,
+                                 op->u.splice.off_out, clamp_len(op->u.splice.len), op->u.splice.flags);
+            break;
+        case RS_OP_TIMER:
+            ts->tv_sec = op->deadline / 1000000000;
+            ts->tv_nsec = op->deadline % 1000000000;
+            io_uring_prep_timeout(sqe, ts, 0, IORING_TIMEOUT_ABS);
+            break;
+        default:
+            /* the SQE is already taken: turn it into a no-op nobody waits for */
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+            return -EINVAL;
+        }
     }
     io_uring_sqe_set_data(sqe, op);
+    if (op->link && !linked)
+        sqe->flags |= IOSQE_IO_LINK;
     if (linked) {
         sqe->flags |= IOSQE_IO_LINK;
         struct io_uring_sqe *t = get_sqe(ring);
+        if (!t) {
+            /* cannot happen: space for two was made above */
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, UD_IGNORE);
+            return -EBUSY;
+        }
         /* The relative timeout is copied by the kernel when the SQE is submitted; ts lives in op
          * until then. A deadline already past still gets one attempt (1 ns), as poll(0) would. */
         int64_t left = op->deadline - rs__now();
@@ -186,8 +213,67 @@ static int uring_submit(struct rs_loop *loop, struct rs_op *op)
         ts->tv_nsec = left % 1000000000;
         io_uring_prep_link_timeout(t, ts, 0);
         io_uring_sqe_set_data64(t, UD_IGNORE);
+        if (op->link)
+            t->flags |= IOSQE_IO_LINK;
     }
     return 0;
+}
+
+/* Operations io_uring cannot run itself: one non-blocking syscall now, a poll if it would block. */
+static int try_then_poll(struct rs_loop *loop, struct rs_op *op)
+{
+    short ev;
+    int res = rs__op_try(op, &ev);
+    if (res != -EAGAIN || op->deadline == RS_DEADLINE_NOW) {
+        rs__loop_defer(loop, op, res);
+        return 0;
+    }
+    op->bstate |= POLLING;
+    return queue(loop, op);
+}
+
+static int uring_submit(struct rs_loop *loop, struct rs_op *op)
+{
+    if ((op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER) || op->kind == RS_OP_SENDFILE) {
+        /* Non-blocking mode is one non-blocking syscall on every backend: an SQE would cost the
+         * same io_uring_enter, and io_uring cannot express a non-blocking connect (it waits). */
+        return try_then_poll(loop, op);
+    }
+    return queue(loop, op);
+}
+
+/* A CQE for op: finish it, or (polling / an unexpected EAGAIN) go round again. */
+static bool handle(struct rs_loop *loop, struct rs_op *op, int res)
+{
+    if (op->bstate & POLLING) {
+        op->bstate &= (uint8_t)~POLLING;
+        if (res >= 0 && !op->cancelled) {
+            if (op->kind == RS_OP_SENDFILE) {
+                if (try_then_poll(loop, op) == 0)
+                    return false;
+            } else if (queue(loop, op) == 0) {
+                return false;
+            }
+            res = -EBUSY;
+        }
+    } else if (res == -EAGAIN && op->kind != RS_OP_TIMER && op->deadline != RS_DEADLINE_NOW &&
+               !(op->flags & MSG_DONTWAIT) && !op->cancelled) {
+        op->bstate |= POLLING;
+        if (queue(loop, op) == 0)
+            return false;
+        res = -EBUSY;
+    }
+    if (op->kind == RS_OP_TIMER && res == -ETIME)
+        res = 0;
+    if (op->kind == RS_OP_SPLICE && res > 0) {
+        /* keep the offsets meaning "where the next byte comes from", as splice(2) does */
+        if (op->u.splice.off_in >= 0)
+            op->u.splice.off_in += res;
+        if (op->u.splice.off_out >= 0)
+            op->u.splice.off_out += res;
+    }
+    rs__op_complete(loop, op, res);
+    return true;
 }
 
 static int uring_wait(struct rs_loop *loop, bool block)
@@ -218,14 +304,8 @@ static int uring_wait(struct rs_loop *loop, bool block)
             k++;
         }
         io_uring_cq_advance(ring, got);
-        for (unsigned i = 0; i < k; i++) {
-            struct rs_op *op = batch[i].op;
-            int res = batch[i].res;
-            if (op->kind == RS_OP_TIMER && res == -ETIME)
-                res = 0;
-            rs__op_complete(loop, op, res);
-            n++;
-        }
+        for (unsigned i = 0; i < k; i++)
+            n += handle(loop, batch[i].op, batch[i].res);
     }
     return n;
 }
@@ -249,14 +329,16 @@ static void uring_forget_fd(struct rs_loop *loop, int fd)
     (void)fd;
 }
 
-static int uring_register_buffers(struct rs_loop *loop, const struct iovec *iov, unsigned n)
+static int uring_buffers_init(struct rs_loop *loop, unsigned nslots)
 {
-    return io_uring_register_buffers(ring_of(loop), iov, n);
+    return io_uring_register_buffers_sparse(ring_of(loop), nslots);
 }
 
-static int uring_unregister_buffers(struct rs_loop *loop)
+static int uring_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov)
 {
-    return io_uring_unregister_buffers(ring_of(loop));
+    __u64 tag = 0;
+    int r = io_uring_register_buffers_update_tag(ring_of(loop), slot, iov, &tag, 1);
+    return r < 0 ? r : 0;
 }
 
 const struct rs_backend_ops rs__uring_ops = {
@@ -267,6 +349,6 @@ const struct rs_backend_ops rs__uring_ops = {
     .wait = uring_wait,
     .cancel = uring_cancel,
     .forget_fd = uring_forget_fd,
-    .register_buffers = uring_register_buffers,
-    .unregister_buffers = uring_unregister_buffers,
+    .buffers_init = uring_buffers_init,
+    .buffer_update = uring_buffer_update,
 };
