@@ -7,5 +7,6 @@
 #include <ringsock/loop.h>
 #include <ringsock/socket.h>
 #include <ringsock/net.h>
+#include <ringsock/file.h>
 
 #endif
