@@ -87,6 +87,15 @@ ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int *fds, s
  * bytes received, 0 at EOF, or an error as rs_recv. */
 ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags);
 
+/* Send count bytes (0 = to EOF) of file fd from *offset, or from fd's file position when offset is
+ * NULL (and advance it), like socket.sendfile: on io_uring file -> pipe -> socket by linked
+ * SPLICE operations, elsewhere sendfile(2), and a read + send loop for what cannot be spliced
+ * (pipes, sockets as source). The socket's timeout bounds each wait. Returns bytes sent; on an
+ * error or timeout after some bytes went out, returns the error and *offset (or the file
+ * position) says exactly how far the peer was sent the data. -EINVAL for a non-stream or
+ * non-blocking (timeout 0) socket or a negative offset. */
+ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count);
+
 int rs_getsockname(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
 int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
 int rs_setsockopt(rs_socket *s, int level, int name, const void *val, socklen_t len);
