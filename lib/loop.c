@@ -76,6 +76,11 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
         opts = &defaults;
     if (opts->flags & ~RS_LOOP_SQPOLL || opts->entries > 32768)
         return -EINVAL;
+    unsigned buf_count = opts->buf_count ? opts->buf_count : 1024;
+    unsigned buf_size = opts->buf_size ? opts->buf_size : 4096;
+    /* the kernel's buffer ring wants a power of two, at most 32768 entries */
+    if (buf_count > 32768 || (buf_count & (buf_count - 1)) || buf_size > (1u << 20))
+        return -EINVAL;
     int backend = opts->backend;
     if (backend == RS_BACKEND_AUTO) {
         int r = resolve_auto(&backend);
@@ -94,6 +99,8 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     loop->ops = ops;
     loop->backend = backend;
     loop->id = atomic_fetch_add(&next_id, 1);
+    loop->buf_count = buf_count;
+    loop->buf_size = buf_size;
     int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
     if (r < 0) {
         free(loop);
@@ -210,6 +217,7 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
     op->xfer = 0;
     op->res = 0;
     op->next = NULL;
+    op->mdata = NULL;
     int r = loop->ops->submit(loop, op);
     if (r == 0) {
         loop->pending++;
@@ -237,6 +245,15 @@ void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
     op->res = res;
     op->done = true;
     loop->pending--;
+    loop->stats.completed++;
+    if (op->cb)
+        op->cb(op);
+}
+
+void rs__op_deliver(struct rs_loop *loop, struct rs_op *op, int res, const void *data)
+{
+    op->res = res;
+    op->mdata = data;
     loop->stats.completed++;
     if (op->cb)
         op->cb(op);

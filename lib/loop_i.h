@@ -24,6 +24,7 @@ struct rs_loop {
     struct rs_loop_stats stats;
     struct rs_bufpool *bufpool; /* registered buffers, made on first use (bufpool.c) */
     uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
+    unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
 };
 
 /* Submit op on loop (counts it as pending). */

@@ -76,6 +76,21 @@ void rs__sock_drop(struct rs_socket *s)
     free(s);
 }
 
+int rs__sock_detach(struct rs_socket *s)
+{
+    if (!s || atomic_load(&s->closed))
+        return -EBADF;
+    unsigned one = 1;
+    if (!atomic_compare_exchange_strong(&s->refs, &one, 0))
+        return -EBUSY;
+    int fd = s->fd;
+    struct rs_loop *loop = rs__loop_current();
+    if (loop)
+        loop->ops->forget_fd(loop, fd);
+    free(s);
+    return fd;
+}
+
 bool rs__sock_begin(struct rs_socket *s)
 {
     if (!rs__sock_hold(s))

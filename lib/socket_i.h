@@ -32,6 +32,9 @@ bool rs__sock_begin(struct rs_socket *s);
  * meanwhile and nothing was transferred. */
 int rs__sock_call(struct rs_socket *s, struct rs_op *op);
 
+/* Take the fd out of s and free s, if nothing else holds s (-EBUSY otherwise, -EBADF closed). */
+int rs__sock_detach(struct rs_socket *s);
+
 /* Fill the parts of op every socket operation shares; deadline from the socket's timeout. */
 void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline);
 /* The deadline for one call on s. */

@@ -30,11 +30,13 @@ enum rs_backend {
 #define RS_LOOP_SQPOLL 0x1u /* io_uring: kernel submission thread (opt-in, costs a CPU) */
 
 struct rs_loop_opts {
-    int backend;      /* enum rs_backend; RS_BACKEND_AUTO honours RINGSOCK_BACKEND */
-    unsigned entries; /* io_uring submission queue size; 0 = default (256) */
-    unsigned flags;   /* RS_LOOP_* */
+    int backend;        /* enum rs_backend; RS_BACKEND_AUTO honours RINGSOCK_BACKEND */
+    unsigned entries;   /* io_uring submission queue size; 0 = default (256) */
+    unsigned flags;     /* RS_LOOP_* */
+    unsigned buf_count; /* provided receive buffers (a power of two); 0 = default (1024) */
+    unsigned buf_size;  /* bytes each; 0 = default (4096) */
 };
-#define RS_LOOP_OPTS_INIT { .backend = RS_BACKEND_AUTO, .entries = 0, .flags = 0 }
+#define RS_LOOP_OPTS_INIT { .backend = RS_BACKEND_AUTO, .entries = 0, .flags = 0, .buf_count = 0, .buf_size = 0 }
 
 /* Create a loop. opts NULL = RS_LOOP_OPTS_INIT. Returns 0 and *out, or -EINVAL (bad option or
  * RINGSOCK_BACKEND value), -ENOSYS/-EPERM (the backend asked for is unavailable: io_uring

@@ -8,5 +8,6 @@
 #include <ringsock/socket.h>
 #include <ringsock/net.h>
 #include <ringsock/file.h>
+#include <ringsock/async.h>
 
 #endif

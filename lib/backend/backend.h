@@ -42,6 +42,8 @@ struct rs_op {
     bool cancelled; /* rs__loop_cancel was asked: -ECANCELED is not a timeout */
     uint8_t bstate; /* backend-private state */
     bool link;      /* io_uring: the next submitted op runs only if this one fully succeeds */
+    bool multishot; /* ACCEPT / RECV: one result per connection / chunk until stopped; a RECV
+                       with u.io.buf NULL receives into the loop's provided buffers */
     int fd;
     uint64_t fdgen; /* identity of the fd's owner (readiness backends re-register on change) */
     int flags;      /* send/recv flags; accept4 flags */
@@ -56,6 +58,7 @@ struct rs_op {
         struct { int fd_in; int64_t off_in; int fd_out; int64_t off_out; size_t len; unsigned flags; } splice;
     } u;
     uint16_t buf_index; /* READ_FIXED / WRITE_FIXED: slot in the loop's registered table */
+    const void *mdata;  /* multishot RECV: the bytes of the current delivery (borrowed) */
     int64_t bts[2];  /* backend scratch: io_uring keeps the timeout's timespec here */
     rs_op_cb cb;     /* NULL for blocking calls, which poll op->done */
     void *data;      /* for cb */
@@ -107,5 +110,11 @@ void rs__op_try_events(const struct rs_op *op, short *events);
 
 /* Called by a backend when op finishes: records res and runs the callback (or marks it done). */
 void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res);
+/* A multishot op's intermediate result (more will follow): runs the callback with op->res = res
+ * and op->mdata = data, op stays in flight. */
+void rs__op_deliver(struct rs_loop *loop, struct rs_op *op, int res, const void *data);
+
+/* Size of the scratch buffer a readiness backend receives multishot data into. */
+#define RS_READY_RECV_BUF 65536
 
 #endif

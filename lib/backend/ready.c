@@ -59,6 +59,8 @@ void rs__ready_fini(struct rs_loop *loop)
 {
     struct ready *r = loop->be;
     r->p->fini(r);
+    free(r->kick);
+    free(r->scratch);
     rs__heap_free(&r->heap);
     free(r->fds);
     free(r);
@@ -122,8 +124,23 @@ int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
         return op->fd < 0 ? -EBADF : -ENOMEM;
     struct rs_op **head = writes(op) ? &e->whead : &e->rhead;
     struct rs_op **tail = writes(op) ? &e->wtail : &e->rtail;
-    /* Earlier operations of the same direction still waiting go first: no overtaking. */
-    if (!*head) {
+    if (op->multishot) {
+        /* Not tried here (a delivery would run a callback inside the submitting call): the fd
+         * is tried on the next turn instead. An edge-triggered poller would not report data
+         * that was already waiting. */
+        if (op->kind == RS_OP_RECV && !op->u.io.buf && !r->scratch && !(r->scratch = malloc(RS_READY_RECV_BUF)))
+            return -ENOMEM;
+        if (r->nkick == r->kick_cap) {
+            size_t cap = r->kick_cap ? r->kick_cap * 2 : 16;
+            int *k = realloc(r->kick, cap * sizeof *k);
+            if (!k)
+                return -ENOMEM;
+            r->kick = k;
+            r->kick_cap = cap;
+        }
+        r->kick[r->nkick++] = op->fd;
+    } else if (!*head) {
+        /* Earlier operations of the same direction still waiting go first: no overtaking. */
         short ev;
         int res = rs__op_try(op, &ev);
         if (res != -EAGAIN || op->deadline == RS_DEADLINE_NOW) {
@@ -149,6 +166,36 @@ int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
     return rc;
 }
 
+/* A multishot op at the head of its list: deliver results until the fd would block. Returns
+ * true if op stays waiting (would block, or was stopped by its callback: then it is off the
+ * list already), false if it ended and must be completed with *res. */
+static bool run_multishot(struct ready *r, struct rs_op *op, int *res, int *n)
+{
+    bool own_buf = op->kind == RS_OP_RECV && !op->u.io.buf;
+    for (;;) {
+        if (own_buf) {
+            op->u.io.buf = r->scratch;
+            op->u.io.len = RS_READY_RECV_BUF;
+        }
+        short ev;
+        int v = rs__op_try(op, &ev);
+        if (own_buf)
+            op->u.io.buf = NULL;
+        if (v == -EAGAIN)
+            return true;
+        bool more = op->kind == RS_OP_RECV ? v > 0 : v >= 0;
+        if (!more) {
+            *res = v;
+            op->mdata = NULL;
+            return false;
+        }
+        rs__op_deliver(r->loop, op, v, own_buf ? r->scratch : op->u.io.buf);
+        (*n)++;
+        if (!(op->bstate & ON_LIST))
+            return true; /* the callback stopped it */
+    }
+}
+
 /* Retry the waiters of one list in order until one would block again. */
 static int run_list(struct ready *r, struct rs_op **head, struct rs_op **tail)
 {
@@ -156,7 +203,16 @@ static int run_list(struct ready *r, struct rs_op **head, struct rs_op **tail)
     struct rs_op *op;
     while ((op = *head) != NULL) {
         short ev;
-        int res = rs__op_try(op, &ev);
+        int res;
+        if (op->multishot) {
+            if (run_multishot(r, op, &res, &n)) {
+                if (*head == op)
+                    break;
+                continue;
+            }
+        } else {
+            res = rs__op_try(op, &ev);
+        }
         if (res == -EAGAIN)
             break;
         *head = op->next;
@@ -213,6 +269,13 @@ static int expire(struct ready *r)
 int rs__ready_wait(struct rs_loop *loop, bool block)
 {
     struct ready *r = loop->be;
+    int kicked = 0;
+    while (r->nkick) {
+        int fd = r->kick[--r->nkick];
+        kicked += rs__ready_event(r, fd, POLLIN | POLLOUT);
+    }
+    if (kicked)
+        block = false;
     int timeout = 0;
     if (block) {
         struct rs_op *top = rs__heap_top(&r->heap);
@@ -228,7 +291,7 @@ int rs__ready_wait(struct rs_loop *loop, bool block)
     int rc = r->p->wait(r, timeout);
     if (rc < 0 && rc != -EINTR)
         return rc;
-    return (rc > 0 ? rc : 0) + expire(r);
+    return kicked + (rc > 0 ? rc : 0) + expire(r);
 }
 
 int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op)

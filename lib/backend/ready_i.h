@@ -39,6 +39,9 @@ struct ready {
     size_t nfds;
     struct rs_heap heap;
     void *pstate; /* the poller's own state */
+    int *kick;    /* fds to try on the next turn without waiting for an event */
+    size_t nkick, kick_cap;
+    char *scratch; /* multishot receives read here; the callback borrows it */
 };
 
 int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p);

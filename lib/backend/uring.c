@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ringsock/loop.h"
@@ -20,6 +21,7 @@ static const int needed_ops[] = {
     IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
     IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
     IORING_OP_POLL_ADD, IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IORING_OP_SPLICE,
+    IORING_OP_PROVIDE_BUFFERS,
 };
 
 static int probe_result;
@@ -63,8 +65,16 @@ int rs__uring_probe(void)
     return probe_result;
 }
 
+/* The provided-buffer ring multishot receives draw from (buffer group BGID). */
+#define BGID 0
+
 struct uring_be {
     struct io_uring ring;
+    struct io_uring_buf_ring *br; /* NULL until the first multishot receive */
+    size_t br_bytes;
+    char *bufs;
+    size_t bufs_bytes;
+    unsigned nbufs, bufsz;
 };
 
 static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
@@ -105,9 +115,52 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
     return 0;
 }
 
+/* liburing 2.3 has no io_uring_setup_buf_ring: map the ring ourselves and register it. */
+static int setup_buf_ring(struct rs_loop *loop, struct uring_be *be)
+{
+    be->nbufs = loop->buf_count;
+    be->bufsz = loop->buf_size;
+    be->br_bytes = be->nbufs * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, be->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (br == MAP_FAILED)
+        return -ENOMEM;
+    be->bufs_bytes = (size_t)be->nbufs * be->bufsz;
+    be->bufs = mmap(NULL, be->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (be->bufs == MAP_FAILED) {
+        munmap(br, be->br_bytes);
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = be->nbufs, .bgid = BGID };
+    int r = io_uring_register_buf_ring(&be->ring, &reg, 0);
+    if (r < 0) {
+        munmap(br, be->br_bytes);
+        munmap(be->bufs, be->bufs_bytes);
+        return r;
+    }
+    be->br = br;
+    io_uring_buf_ring_init(be->br);
+    int mask = io_uring_buf_ring_mask(be->nbufs);
+    for (unsigned i = 0; i < be->nbufs; i++)
+        io_uring_buf_ring_add(be->br, be->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)i, mask, (int)i);
+    io_uring_buf_ring_advance(be->br, (int)be->nbufs);
+    return 0;
+}
+
+static void recycle(struct uring_be *be, unsigned bid)
+{
+    io_uring_buf_ring_add(be->br, be->bufs + (size_t)bid * be->bufsz, be->bufsz, (unsigned short)bid,
+                          io_uring_buf_ring_mask(be->nbufs), 0);
+    io_uring_buf_ring_advance(be->br, 1);
+}
+
 static void uring_fini(struct rs_loop *loop)
 {
     struct uring_be *be = loop->be;
+    if (be->br) {
+        io_uring_unregister_buf_ring(&be->ring, BGID);
+        munmap(be->br, be->br_bytes);
+        munmap(be->bufs, be->bufs_bytes);
+    }
     io_uring_queue_exit(&be->ring);
     free(be);
     loop->be = NULL;
@@ -154,13 +207,31 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
             break;
         case RS_OP_ACCEPT:
-            io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+            if (op->multishot)
+                io_uring_prep_multishot_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+            else
+                io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
             break;
         case RS_OP_SEND:
             io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
             break;
         case RS_OP_RECV:
-            io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
+            if (op->multishot) {
+                struct uring_be *be = loop->be;
+                if (!be->br) {
+                    int r = setup_buf_ring(loop, be);
+                    if (r < 0) {
+                        io_uring_prep_nop(sqe);
+                        io_uring_sqe_set_data64(sqe, UD_IGNORE);
+                        return r;
+                    }
+                }
+                io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->flags);
+                sqe->flags |= IOSQE_BUFFER_SELECT;
+                sqe->buf_group = BGID;
+            } else {
+                io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
+            }
             break;
         case RS_OP_SENDMSG:
             io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
@@ -242,9 +313,39 @@ static int uring_submit(struct rs_loop *loop, struct rs_op *op)
     return queue(loop, op);
 }
 
-/* A CQE for op: finish it, or (polling / an unexpected EAGAIN) go round again. */
-static bool handle(struct rs_loop *loop, struct rs_op *op, int res)
+/* A multishot CQE: deliver it; when the kernel ended the operation, re-arm it unless it ended
+ * for good (EOF, an error, a cancel). */
+static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, unsigned flags)
 {
+    struct uring_be *be = loop->be;
+    bool more = flags & IORING_CQE_F_MORE;
+    const void *data = NULL;
+    if (flags & IORING_CQE_F_BUFFER)
+        data = be->bufs + (size_t)(flags >> IORING_CQE_BUFFER_SHIFT) * be->bufsz;
+    bool rearm = !more && !op->cancelled &&
+                 (res == -ENOBUFS || (op->kind == RS_OP_RECV && res > 0) || (op->kind == RS_OP_ACCEPT && res >= 0));
+    if (more || rearm) {
+        /* -ENOBUFS carries no data: the buffers come back as callbacks return, so re-arming at
+         * once loses nothing and keeps order (the kernel queued nothing past the stop). */
+        if (res != -ENOBUFS)
+            rs__op_deliver(loop, op, res, data);
+    } else {
+        op->mdata = data;
+        rs__op_complete(loop, op, res);
+    }
+    if (data)
+        recycle(be, flags >> IORING_CQE_BUFFER_SHIFT);
+    if (rearm && !op->done && queue(loop, op) < 0)
+        rs__op_complete(loop, op, -EBUSY);
+}
+
+/* A CQE for op: finish it, or (polling / an unexpected EAGAIN) go round again. */
+static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned flags)
+{
+    if (op->multishot) {
+        handle_multishot(loop, op, res, flags);
+        return true;
+    }
     if (op->bstate & POLLING) {
         op->bstate &= (uint8_t)~POLLING;
         if (res >= 0 && !op->cancelled) {
@@ -293,7 +394,7 @@ static int uring_wait(struct rs_loop *loop, bool block)
     unsigned got;
     /* Copy out and advance before dispatching: a callback may run the loop again. */
     while ((got = io_uring_peek_batch_cqe(ring, cqes, 64)) > 0) {
-        struct { struct rs_op *op; int res; } batch[64];
+        struct { struct rs_op *op; int res; unsigned flags; } batch[64];
         unsigned k = 0;
         for (unsigned i = 0; i < got; i++) {
             uint64_t ud = cqes[i]->user_data;
@@ -301,11 +402,12 @@ static int uring_wait(struct rs_loop *loop, bool block)
                 continue;
             batch[k].op = (struct rs_op *)(uintptr_t)ud;
             batch[k].res = cqes[i]->res;
+            batch[k].flags = cqes[i]->flags;
             k++;
         }
         io_uring_cq_advance(ring, got);
         for (unsigned i = 0; i < k; i++)
-            n += handle(loop, batch[i].op, batch[i].res);
+            n += handle(loop, batch[i].op, batch[i].res, batch[i].flags);
     }
     return n;
 }

@@ -1,0 +1,89 @@
+/* ringsock completion API for servers: multishot accept, multishot receive into the loop's
+ * provided buffers, ordered whole-buffer sends, timers, cancellation and close — the same
+ * callbacks and guarantees on io_uring, epoll and poll.
+ *
+ * Rules (libuv's): every object belongs to one loop and is used from that loop's thread only.
+ * If a call that takes a callback returns an error, that callback is never called; otherwise it
+ * is called exactly once per completion — including -ECANCELED when the object is closed. */
+#ifndef RINGSOCK_ASYNC_H
+#define RINGSOCK_ASYNC_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <ringsock/loop.h>
+#include <ringsock/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A socket driven by callbacks: a listener or a connection, owned by one loop. */
+typedef struct rs_conn rs_conn;
+
+/* A new connection (conn, to be started with rs_conn_read_start etc.) or an error (conn NULL,
+ * status < 0). Accepting continues after an error; -EMFILE/-ENFILE pause accepting (existing
+ * connections keep being served) and it resumes by itself once fds are free (retried every
+ * 50 ms) — the CPU never spins on a full fd table. */
+typedef void (*rs_accept_cb)(rs_conn *listener, rs_conn *conn, int status, void *data);
+
+/* Bytes received (n > 0, data borrowed until the callback returns), end of stream (n == 0, no
+ * more calls), or an error (n < 0, no more calls). */
+typedef void (*rs_read_cb)(rs_conn *c, ssize_t n, const void *data, void *user);
+
+/* A send finished: status is the whole length, or an error (-ECANCELED on close). */
+typedef void (*rs_send_cb)(rs_conn *c, ssize_t status, void *user);
+
+/* After rs_conn_close: every other callback of c has run; c is freed when this returns. */
+typedef void (*rs_close_cb)(rs_conn *c, void *user);
+
+/* Wrap an fd (ownership passes to the conn, even on error; it is made non-blocking). */
+int rs_conn_open(rs_conn **out, rs_loop *loop, int fd);
+/* Move an rs_socket's fd into a conn; s is freed (as if closed) on success. */
+int rs_conn_from_socket(rs_conn **out, rs_loop *loop, rs_socket *s);
+
+int rs_conn_fd(const rs_conn *c);
+rs_loop *rs_conn_loop(const rs_conn *c);
+void rs_conn_set_data(rs_conn *c, void *data);
+void *rs_conn_get_data(const rs_conn *c);
+
+/* Accept connections on a listening conn until stopped or closed (io_uring: one multishot
+ * ACCEPT, re-armed when the kernel ends it). Accepted conns belong to the same loop. */
+int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data);
+
+/* Receive until EOF, error, stop or close (io_uring: one multishot RECV into the loop's
+ * provided-buffer ring; running out of buffers (-ENOBUFS) re-arms without losing or reordering
+ * data). While sends of c are pending beyond RS_CONN_SEND_HIGH bytes, receiving pauses and
+ * resumes once they drain: a peer that does not read cannot make us buffer without bound. */
+int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user);
+/* Stop receiving (no more read callbacks; no -ECANCELED call either). */
+int rs_conn_read_stop(rs_conn *c);
+
+#define RS_CONN_SEND_HIGH (1u << 20)
+
+/* Send all of buf (it must stay valid until cb); sends on one conn complete in the order they
+ * were made, each with its full length, short sends continued internally. cb may be NULL. */
+int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, void *user);
+/* Bytes accepted by rs_conn_send and not yet completed. */
+size_t rs_conn_send_pending(const rs_conn *c);
+
+/* Cancel everything in flight (each callback once, -ECANCELED), close the fd, then cb. */
+int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user);
+
+/* Timers. */
+typedef struct rs_timer rs_timer;
+/* Fired (status 0) or cancelled (-ECANCELED). The timer may be restarted from its callback. */
+typedef void (*rs_timer_cb)(rs_timer *t, int status, void *user);
+int rs_timer_new(rs_timer **out, rs_loop *loop);
+/* Fire once after seconds (>= 0). -EBUSY while it is running (stop it, and restart it from the
+ * -ECANCELED callback or later); -EINVAL for a negative or NaN delay. */
+int rs_timer_start(rs_timer *t, double seconds, rs_timer_cb cb, void *user);
+/* Cancel a running timer: its callback runs with -ECANCELED. -EALREADY if not running. */
+int rs_timer_stop(rs_timer *t);
+/* Free a timer that is not running (stop it and let the callback run first). -EBUSY otherwise. */
+int rs_timer_free(rs_timer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

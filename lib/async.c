@@ -1,0 +1,540 @@
+/* The completion API: conns (listeners and connections) and timers driven by callbacks on one
+ * loop. Multishot ACCEPT and RECV stay armed across many results; sends on a conn run one
+ * operation at a time (a SENDMSG gathering everything queued), so they complete in order — two
+ * sends in flight on one TCP socket may not (liburing #1001, #1359). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ringsock/async.h"
+#include "socket_i.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* iovecs gathered into one SENDMSG */
+#define SEND_BATCH 64
+/* -EMFILE / -ENFILE: accepting pauses this long, then tries again */
+#define ACCEPT_BACKOFF_NS 50000000
+
+struct send_req {
+    struct send_req *next;
+    const char *buf;
+    size_t len, off;
+    rs_send_cb cb;
+    void *user;
+};
+
+struct rs_conn {
+    struct rs_loop *loop;
+    int fd;
+    uint64_t id;
+    void *data;
+    unsigned inflight; /* operations of this conn not yet completed */
+    bool closing;
+
+    struct rs_op acc_op, backoff_op;
+    bool acc_on, acc_armed, backoff_armed;
+    rs_accept_cb acc_cb;
+    void *acc_user;
+
+    struct rs_op rd_op;
+    bool rd_on, rd_armed, rd_paused;
+    rs_read_cb rd_cb;
+    void *rd_user;
+
+    struct rs_op snd_op;
+    bool snd_armed, in_send_cb;
+    struct send_req *sq_head, *sq_tail;
+    size_t sq_bytes;
+    struct iovec iov[SEND_BATCH];
+    struct msghdr msg;
+
+    struct rs_op close_op;
+    rs_close_cb close_cb;
+    void *close_user;
+};
+
+static uint64_t conn_ids = 1ull << 62; /* apart from rs_socket ids: both name fds to backends */
+
+static void conn_op(struct rs_conn *c, struct rs_op *op, int kind, rs_op_cb cb)
+{
+    memset(op, 0, sizeof *op);
+    op->kind = (uint8_t)kind;
+    op->fd = c->fd;
+    op->fdgen = c->id;
+    op->deadline = RS_DEADLINE_NONE;
+    op->cb = cb;
+    op->data = c;
+}
+
+static int submit(struct rs_conn *c, struct rs_op *op)
+{
+    int r = rs__loop_submit(c->loop, op);
+    if (r == 0)
+        c->inflight++;
+    return r;
+}
+
+static void finish_close(struct rs_conn *c)
+{
+    /* sends never handed to the kernel end here, in order */
+    struct send_req *q = c->sq_head;
+    c->sq_head = c->sq_tail = NULL;
+    while (q) {
+        struct send_req *next = q->next;
+        if (q->cb)
+            q->cb(c, -ECANCELED, q->user);
+        free(q);
+        q = next;
+    }
+    c->loop->ops->forget_fd(c->loop, c->fd);
+    close(c->fd);
+    if (c->close_cb)
+        c->close_cb(c, c->close_user);
+    free(c);
+}
+
+/* An operation of c completed: true if c is gone (closed) and must not be touched. */
+static bool op_done(struct rs_conn *c)
+{
+    c->inflight--;
+    if (c->closing && c->inflight == 0) {
+        finish_close(c);
+        return true;
+    }
+    return false;
+}
+
+EXPORT int rs_conn_open(rs_conn **out, rs_loop *loop, int fd)
+{
+    if (!out || !loop || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -EINVAL;
+    }
+    *out = NULL;
+    struct rs_conn *c = calloc(1, sizeof *c);
+    int fl = fcntl(fd, F_GETFL);
+    if (!c || fl < 0 || ((fl & O_NONBLOCK) == 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+        int e = c ? -errno : -ENOMEM;
+        free(c);
+        close(fd);
+        return e;
+    }
+    c->loop = loop;
+    c->fd = fd;
+    c->id = __atomic_fetch_add(&conn_ids, 1, __ATOMIC_RELAXED);
+    *out = c;
+    return 0;
+}
+
+EXPORT int rs_conn_from_socket(rs_conn **out, rs_loop *loop, rs_socket *s)
+{
+    if (!out || !loop)
+        return -EINVAL;
+    int fd = rs__sock_detach(s);
+    if (fd < 0)
+        return fd;
+    return rs_conn_open(out, loop, fd);
+}
+
+EXPORT int rs_conn_fd(const rs_conn *c) { return c ? c->fd : -EINVAL; }
+EXPORT rs_loop *rs_conn_loop(const rs_conn *c) { return c ? c->loop : NULL; }
+EXPORT void rs_conn_set_data(rs_conn *c, void *data)
+{
+    if (c)
+        c->data = data;
+}
+EXPORT void *rs_conn_get_data(const rs_conn *c) { return c ? c->data : NULL; }
+
+/* ---- accept ---- */
+
+static void accept_arm(struct rs_conn *c);
+
+static void backoff_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    c->backoff_armed = false;
+    if (op_done(c))
+        return;
+    if (c->acc_on && !c->acc_armed)
+        accept_arm(c);
+}
+
+static void accepted(struct rs_conn *c, int fd)
+{
+    if (c->closing || !c->acc_on) {
+        close(fd);
+        return;
+    }
+    rs_conn *nc;
+    int r = rs_conn_open(&nc, c->loop, fd);
+    c->acc_cb(c, r == 0 ? nc : NULL, r, c->acc_user);
+}
+
+static void accept_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    int res = op->res;
+    if (!op->done) { /* one connection of a multishot accept */
+        accepted(c, res);
+        return;
+    }
+    c->acc_armed = false;
+    if (res >= 0)
+        accepted(c, res); /* the kernel ended the multishot with a connection */
+    if (op_done(c) || !c->acc_on)
+        return;
+    if (res == -ECANCELED)
+        return;
+    if (res >= 0) {
+        accept_arm(c);
+        return;
+    }
+    c->acc_cb(c, NULL, res, c->acc_user);
+    if (c->closing || !c->acc_on)
+        return;
+    switch (res) {
+    case -EMFILE:
+    case -ENFILE:
+    case -ENOBUFS:
+    case -ENOMEM:
+        /* Retrying at once would spin on a full fd table: wait, serving everything else. */
+        conn_op(c, &c->backoff_op, RS_OP_TIMER, backoff_cb);
+        c->backoff_op.fd = -1;
+        c->backoff_op.deadline = rs__now() + ACCEPT_BACKOFF_NS;
+        if (submit(c, &c->backoff_op) == 0)
+            c->backoff_armed = true;
+        break;
+    case -ECONNABORTED:
+    case -EINTR:
+    case -EAGAIN:
+    case -EPROTO:
+    case -EPERM:
+        accept_arm(c); /* this connection is gone; the listener is fine */
+        break;
+    default:
+        c->acc_on = false; /* the listener itself is broken: stop */
+    }
+}
+
+static void accept_arm(struct rs_conn *c)
+{
+    conn_op(c, &c->acc_op, RS_OP_ACCEPT, accept_cb);
+    c->acc_op.multishot = true;
+    c->acc_op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    if (submit(c, &c->acc_op) == 0)
+        c->acc_armed = true;
+}
+
+EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
+{
+    if (!listener || !cb)
+        return -EINVAL;
+    if (listener->closing)
+        return -EBADF;
+    if (listener->acc_on)
+        return -EALREADY;
+    listener->acc_cb = cb;
+    listener->acc_user = data;
+    conn_op(listener, &listener->acc_op, RS_OP_ACCEPT, accept_cb);
+    listener->acc_op.multishot = true;
+    listener->acc_op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    int r = submit(listener, &listener->acc_op);
+    if (r < 0)
+        return r;
+    listener->acc_on = listener->acc_armed = true;
+    return 0;
+}
+
+/* ---- receive ---- */
+
+static int read_arm(struct rs_conn *c);
+
+static void read_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    int res = op->res;
+    if (!op->done) {
+        if (c->rd_on && !c->closing)
+            c->rd_cb(c, res, op->mdata, c->rd_user);
+        return;
+    }
+    c->rd_armed = false;
+    if (op_done(c) || !c->rd_on)
+        return;
+    if (res == -ECANCELED && c->rd_paused)
+        return; /* back-pressure: the send side re-arms */
+    if (res > 0) {
+        c->rd_cb(c, res, op->mdata, c->rd_user);
+        if (c->rd_on && !c->closing && !c->rd_paused)
+            read_arm(c);
+        return;
+    }
+    c->rd_on = false;
+    c->rd_cb(c, res, NULL, c->rd_user);
+}
+
+static int read_arm(struct rs_conn *c)
+{
+    conn_op(c, &c->rd_op, RS_OP_RECV, read_cb);
+    c->rd_op.multishot = true;
+    int r = submit(c, &c->rd_op);
+    if (r == 0)
+        c->rd_armed = true;
+    return r;
+}
+
+EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
+{
+    if (!c || !cb)
+        return -EINVAL;
+    if (c->closing)
+        return -EBADF;
+    if (c->rd_on)
+        return -EALREADY;
+    c->rd_cb = cb;
+    c->rd_user = user;
+    c->rd_paused = false;
+    if (!c->rd_armed) {
+        int r = read_arm(c);
+        if (r < 0)
+            return r;
+    }
+    c->rd_on = true;
+    return 0;
+}
+
+EXPORT int rs_conn_read_stop(rs_conn *c)
+{
+    if (!c)
+        return -EINVAL;
+    if (!c->rd_on)
+        return 0;
+    c->rd_on = false;
+    if (c->rd_armed)
+        rs__loop_cancel(c->loop, &c->rd_op);
+    return 0;
+}
+
+/* ---- send ---- */
+
+static void send_kick(struct rs_conn *c);
+
+static void maybe_resume_reading(struct rs_conn *c)
+{
+    if (c->rd_paused && c->sq_bytes <= RS_CONN_SEND_HIGH / 2 && !c->closing) {
+        c->rd_paused = false;
+        if (c->rd_on && !c->rd_armed)
+            read_arm(c);
+    }
+}
+
+static void send_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    int res = op->res;
+    c->snd_armed = false;
+    c->in_send_cb = true;
+    if (res >= 0) {
+        size_t n = (size_t)res;
+        c->sq_bytes -= n;
+        while (c->sq_head) {
+            struct send_req *q = c->sq_head;
+            size_t left = q->len - q->off;
+            if (n < left) {
+                q->off += n; /* a short send: the rest goes in the next operation */
+                break;
+            }
+            n -= left;
+            c->sq_head = q->next;
+            if (!c->sq_head)
+                c->sq_tail = NULL;
+            if (q->cb)
+                q->cb(c, (ssize_t)q->len, q->user);
+            free(q);
+        }
+    } else {
+        /* the stream is broken (or closing): every queued send fails, in order */
+        struct send_req *q = c->sq_head;
+        c->sq_head = c->sq_tail = NULL;
+        c->sq_bytes = 0;
+        while (q) {
+            struct send_req *next = q->next;
+            if (q->cb)
+                q->cb(c, res, q->user);
+            free(q);
+            q = next;
+        }
+    }
+    c->in_send_cb = false;
+    if (op_done(c))
+        return;
+    if (c->sq_head && !c->closing)
+        send_kick(c);
+    maybe_resume_reading(c);
+}
+
+static void send_kick(struct rs_conn *c)
+{
+    struct send_req *q = c->sq_head;
+    if (!q->next) {
+        conn_op(c, &c->snd_op, RS_OP_SEND, send_cb);
+        c->snd_op.u.io.buf = (void *)(uintptr_t)(q->buf + q->off);
+        c->snd_op.u.io.len = q->len - q->off;
+    } else {
+        int n = 0;
+        for (; q && n < SEND_BATCH; q = q->next, n++) {
+            c->iov[n].iov_base = (void *)(uintptr_t)(q->buf + q->off);
+            c->iov[n].iov_len = q->len - q->off;
+        }
+        memset(&c->msg, 0, sizeof c->msg);
+        c->msg.msg_iov = c->iov;
+        c->msg.msg_iovlen = (size_t)n;
+        conn_op(c, &c->snd_op, RS_OP_SENDMSG, send_cb);
+        c->snd_op.u.msg = &c->msg;
+    }
+    if (submit(c, &c->snd_op) == 0)
+        c->snd_armed = true;
+    else
+        rs__loop_defer(c->loop, &c->snd_op, -EBUSY); /* fails the queue from the loop */
+}
+
+EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, void *user)
+{
+    if (!c || (!buf && len))
+        return -EINVAL;
+    if (c->closing)
+        return -EBADF;
+    struct send_req *q = malloc(sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    *q = (struct send_req){ .buf = buf, .len = len, .cb = cb, .user = user };
+    if (c->sq_tail)
+        c->sq_tail->next = q;
+    else
+        c->sq_head = q;
+    c->sq_tail = q;
+    c->sq_bytes += len;
+    if (!c->snd_armed && !c->in_send_cb)
+        send_kick(c);
+    if (c->sq_bytes > RS_CONN_SEND_HIGH && c->rd_armed && !c->rd_paused) {
+        c->rd_paused = true;
+        rs__loop_cancel(c->loop, &c->rd_op);
+    }
+    return 0;
+}
+
+EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c ? c->sq_bytes : 0; }
+
+/* ---- close ---- */
+
+static void close_cb_op(struct rs_op *op)
+{
+    op_done(op->data);
+}
+
+EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->closing)
+        return -EALREADY;
+    c->closing = true;
+    c->close_cb = cb;
+    c->close_user = user;
+    c->acc_on = c->rd_on = false;
+    /* close(2) would not end operations in flight (a pending receive even keeps the socket
+     * open, liburing #932): cancel each, and close the fd when the last has completed. */
+    if (c->acc_armed)
+        rs__loop_cancel(c->loop, &c->acc_op);
+    if (c->backoff_armed)
+        rs__loop_cancel(c->loop, &c->backoff_op);
+    if (c->rd_armed)
+        rs__loop_cancel(c->loop, &c->rd_op);
+    if (c->snd_armed)
+        rs__loop_cancel(c->loop, &c->snd_op);
+    /* A zero timer brings the final callback into the loop even when nothing was in flight. */
+    conn_op(c, &c->close_op, RS_OP_TIMER, close_cb_op);
+    c->close_op.fd = -1;
+    c->close_op.deadline = rs__now();
+    int r = submit(c, &c->close_op);
+    if (r < 0 && c->inflight == 0) {
+        finish_close(c); /* cannot defer: finish now rather than leak */
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- timers ---- */
+
+struct rs_timer {
+    struct rs_loop *loop;
+    struct rs_op op;
+    bool running;
+    rs_timer_cb cb;
+    void *user;
+};
+
+static void timer_cb(struct rs_op *op)
+{
+    struct rs_timer *t = op->data;
+    t->running = false;
+    t->cb(t, op->res, t->user);
+}
+
+EXPORT int rs_timer_new(rs_timer **out, rs_loop *loop)
+{
+    if (!out || !loop)
+        return -EINVAL;
+    *out = calloc(1, sizeof **out);
+    if (!*out)
+        return -ENOMEM;
+    (*out)->loop = loop;
+    return 0;
+}
+
+EXPORT int rs_timer_start(rs_timer *t, double seconds, rs_timer_cb cb, void *user)
+{
+    if (!t || !cb || !(seconds >= 0) || !isfinite(seconds))
+        return -EINVAL;
+    if (t->running)
+        return -EBUSY;
+    memset(&t->op, 0, sizeof t->op);
+    t->op.kind = RS_OP_TIMER;
+    t->op.fd = -1;
+    int64_t d = rs__deadline_from_timeout(seconds);
+    t->op.deadline = seconds == 0 ? rs__now() : d;
+    t->op.cb = timer_cb;
+    t->op.data = t;
+    t->cb = cb;
+    t->user = user;
+    int r = rs__loop_submit(t->loop, &t->op);
+    if (r == 0)
+        t->running = true;
+    return r;
+}
+
+EXPORT int rs_timer_stop(rs_timer *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (!t->running)
+        return -EALREADY;
+    return rs__loop_cancel(t->loop, &t->op);
+}
+
+EXPORT int rs_timer_free(rs_timer *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->running)
+        return -EBUSY;
+    free(t);
+    return 0;
+}
