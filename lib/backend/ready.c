@@ -196,20 +196,29 @@ static bool run_multishot(struct ready *r, struct rs_op *op, int *res, int *n)
     }
 }
 
-/* Retry the waiters of one list in order until one would block again. */
-static int run_list(struct ready *r, struct rs_op **head, struct rs_op **tail)
+/* Retry the waiters of one list of fd in order until one would block again. The list is found
+ * again after every callback: a callback may submit on another fd and grow (move) the table. */
+static int run_list(struct ready *r, int fd, bool wr)
 {
     int n = 0;
     struct rs_op *op;
-    while ((op = *head) != NULL) {
+    for (;;) {
+        struct fdent *e = &r->fds[fd];
+        struct rs_op **head = wr ? &e->whead : &e->rhead;
+        struct rs_op **tail = wr ? &e->wtail : &e->rtail;
+        if ((op = *head) == NULL)
+            break;
         short ev;
         int res;
         if (op->multishot) {
             if (run_multishot(r, op, &res, &n)) {
-                if (*head == op)
-                    break;
-                continue;
+                if (op->bstate & ON_LIST)
+                    break; /* would block */
+                continue;  /* stopped by its callback: next waiter */
             }
+            e = &r->fds[fd];
+            head = wr ? &e->whead : &e->rhead;
+            tail = wr ? &e->wtail : &e->rtail;
         } else {
             res = rs__op_try(op, &ev);
         }
@@ -234,14 +243,12 @@ int rs__ready_event(struct ready *r, int fd, short revents)
 {
     if (fd < 0 || (size_t)fd >= r->nfds)
         return 0;
-    struct fdent *e = &r->fds[fd];
     int n = 0;
     if (revents & (POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL))
-        n += run_list(r, &e->rhead, &e->rtail);
-    e = &r->fds[fd]; /* a callback may have grown the table */
+        n += run_list(r, fd, false);
     if (revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
-        n += run_list(r, &e->whead, &e->wtail);
-    e = &r->fds[fd];
+        n += run_list(r, fd, true);
+    struct fdent *e = &r->fds[fd];
     if (n)
         r->p->update(r, fd, e, e->gen);
     return n;
