@@ -121,6 +121,7 @@ EXPORT int rs_loop_free(rs_loop *loop)
     if (loop->pending)
         return -EBUSY;
     rs__bufpool_free(loop);
+    rs__pipepool_free(loop);
     loop->ops->fini(loop);
     if (loop == tls_loop)
         tls_loop = NULL;

@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 
 struct rs_bufpool;
+struct rs_pipepool;
 
 struct rs_loop {
     const struct rs_backend_ops *ops;
@@ -23,6 +24,7 @@ struct rs_loop {
     struct rs_op *deferred_head, *deferred_tail;
     struct rs_loop_stats stats;
     struct rs_bufpool *bufpool; /* registered buffers, made on first use (bufpool.c) */
+    struct rs_pipepool *pipes;  /* rs_sendfile's splice pipes and counters (sendfile.c) */
     uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
     unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
 };
@@ -36,6 +38,7 @@ int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op);
 /* For backends: op finished inside submit; complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
 void rs__bufpool_free(struct rs_loop *loop);
+void rs__pipepool_free(struct rs_loop *loop);
 
 /* The calling thread's default loop if it exists (never creates one). */
 struct rs_loop *rs__loop_current(void);
