@@ -88,13 +88,38 @@ ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int *fds, s
 ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags);
 
 /* Send count bytes (0 = to EOF) of file fd from *offset, or from fd's file position when offset is
- * NULL (and advance it), like socket.sendfile: on io_uring file -> pipe -> socket by linked
- * SPLICE operations, elsewhere sendfile(2), and a read + send loop for what cannot be spliced
- * (pipes, sockets as source). The socket's timeout bounds each wait. Returns bytes sent; on an
- * error or timeout after some bytes went out, returns the error and *offset (or the file
- * position) says exactly how far the peer was sent the data. -EINVAL for a non-stream or
- * non-blocking (timeout 0) socket or a negative offset. */
+ * NULL (and advance it), like socket.sendfile. Returns the bytes sent: fewer than count only at
+ * EOF (the file's size when the call began); 0 for an offset at or past EOF.
+ *
+ * How: on io_uring file -> pipe -> socket by linked SPLICE operations (pipes from a per-loop pool;
+ * when the process has none to spare, sendfile(2)); on epoll/poll sendfile(2); a read + send loop
+ * for sources that are not regular files or block devices (pipes, sockets, character devices:
+ * their data is sent, unlike CPython; offset must then be NULL or point to 0, and only counts) and
+ * whenever the kernel refuses splice/sendfile (-EINVAL, -ENOSYS). The environment variable
+ * RINGSOCK_SENDFILE=splice|sendfile|readsend|auto picks the path for regular files (tests,
+ * benchmarks); another value makes every call fail with -EINVAL.
+ *
+ * The socket's timeout bounds each wait for the peer (not the whole call), as socket.py's.
+ * Errors: -EINVAL for a non-stream or non-blocking (timeout 0) socket or a negative offset,
+ * -EBADF, -ESPIPE (nonzero offset into a stream source), -ETIMEDOUT, -EPIPE, -ECONNRESET, and
+ * read errors of fd. On an error after some bytes went out, the error is returned and *offset (or
+ * the file position) says exactly how many bytes the socket accepted from this call — bytes
+ * still in the pipe are never counted — so the caller can resume from there. SIGPIPE is never
+ * raised. */
 ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count);
+
+/* How rs_sendfile moved bytes on the calling thread's default loop, for tests and benchmarks. */
+struct rs_sendfile_stats {
+    unsigned long long calls;          /* rs_sendfile calls that got as far as sending */
+    unsigned long long splice_bytes;   /* bytes sent file -> pipe -> socket (SPLICE) */
+    unsigned long long sendfile_bytes; /* bytes sent by sendfile(2) */
+    unsigned long long readsend_bytes; /* bytes sent by read + send */
+    unsigned long long fallbacks;      /* a path the kernel refused, finished by the next one */
+    unsigned long long pipes_made;     /* pool pipes created */
+    unsigned long long pipe_misses;    /* splice wanted but no pool pipe to be had: sendfile(2) */
+};
+/* Copy the counters into *st (zeros when the thread has no default loop). 0, or -EINVAL. */
+int rs_sendfile_stats(struct rs_sendfile_stats *st);
 
 int rs_getsockname(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);
 int rs_getpeername(const rs_socket *s, struct sockaddr_storage *addr, socklen_t *len);

@@ -1,0 +1,586 @@
+/* rs_sendfile: socket.sendfile for C. On io_uring a file goes file -> pipe -> socket as linked
+ * SPLICE operations through a per-loop pipe pool; on the readiness backends through sendfile(2);
+ * sources neither can take (pipes, sockets, devices) or a kernel that refuses go read + send. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ringsock/loop.h"
+#include "ringsock/socket.h"
+#include "bufpool_i.h"
+#include "socket_i.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* F_SETPIPE_SZ asks for 1 MiB (the default /proc/sys/fs/pipe-max-size): one SPLICE pair then moves
+ * up to 1 MiB, and the socket sees MSG_MORE inside it. Refused (EPERM above pipe-max-size, or a
+ * user past pipe-user-pages-soft) we keep what pipe2 gave. */
+#define PIPE_WANT (1u << 20)
+/* A user past pipe-user-pages-soft gets 2-page pipes: splicing 8 KiB at a time loses to
+ * sendfile(2), which needs no pipe of ours. Below this capacity we use sendfile(2) instead. */
+#define PIPE_MIN (64u << 10)
+/* Pool pipes alive in the process (2 fds and up to 1 MiB of pipe buffer each). One pipe per
+ * concurrent transfer would meet pipe-user-pages-soft (64 MiB per user) near 64 transfers of 1 MiB
+ * pipes; past this cap transfers use sendfile(2), so there is no cliff. */
+#define PIPES_MAX 64
+/* Idle pipes a loop keeps for its next transfers. */
+#define POOL_IDLE 2
+/* file->pipe->socket pairs per submission: 4 (up to 4 MiB per io_uring_enter) moved as fast as
+ * 1 or 16 in the prototype runs of bench/sendfile and takes a quarter of 1's submissions. */
+#define BATCH_PAIRS 4
+/* read + send buffer */
+#define READSEND_CHUNK (256u << 10)
+/* The kernel's per-call transfer limit (MAX_RW_COUNT). */
+#define MAX_IO 0x7ffff000u
+
+/* A path the kernel refused (EINVAL, ENOSYS, EOPNOTSUPP): the next path takes over from
+ * x->sent. Never returned to the caller. */
+#define REFUSED 1
+
+enum path { PATH_AUTO, PATH_SPLICE, PATH_SENDFILE, PATH_READSEND };
+
+struct pipe_ent {
+    int rd, wr;
+    size_t cap;
+};
+
+/* Per loop: the idle pipes and the counters (freed with the loop, rs__pipepool_free). */
+struct rs_pipepool {
+    struct pipe_ent idle[POOL_IDLE];
+    unsigned nidle;
+    struct rs_sendfile_stats stats;
+};
+
+static _Atomic int pipes_alive;
+
+/* One rs_sendfile call. */
+struct xfer {
+    struct rs_socket *s;
+    struct rs_loop *loop;
+    struct rs_sendfile_stats *st;
+    int fd;
+    int64_t start; /* file offset of the first byte (0 for a stream source) */
+    uint64_t want; /* bytes to send; UINT64_MAX: until EOF */
+    uint64_t sent; /* bytes the socket accepted: the only bytes ever counted */
+    bool eof;
+};
+
+static struct rs_pipepool *pool_of(struct rs_loop *loop)
+{
+    if (!loop->pipes)
+        loop->pipes = calloc(1, sizeof *loop->pipes);
+    return loop->pipes;
+}
+
+void rs__pipepool_free(struct rs_loop *loop)
+{
+    struct rs_pipepool *pp = loop->pipes;
+    if (!pp)
+        return;
+    for (unsigned i = 0; i < pp->nidle; i++) {
+        close(pp->idle[i].rd);
+        close(pp->idle[i].wr);
+        atomic_fetch_sub(&pipes_alive, 1);
+    }
+    free(pp);
+    loop->pipes = NULL;
+}
+
+/* An empty pipe from the loop's pool, or a new one; false when the process cap is reached or the
+ * kernel gives too small a pipe. */
+static bool pipe_get(struct rs_pipepool *pp, struct pipe_ent *p)
+{
+    if (pp->nidle) {
+        *p = pp->idle[--pp->nidle];
+        return true;
+    }
+    if (atomic_fetch_add(&pipes_alive, 1) >= PIPES_MAX) {
+        atomic_fetch_sub(&pipes_alive, 1);
+        return false;
+    }
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) < 0) {
+        atomic_fetch_sub(&pipes_alive, 1);
+        return false;
+    }
+    int cap = fcntl(fds[1], F_SETPIPE_SZ, (int)PIPE_WANT);
+    if (cap < 0)
+        cap = fcntl(fds[1], F_GETPIPE_SZ);
+    if (cap < (int)PIPE_MIN) {
+        close(fds[0]);
+        close(fds[1]);
+        atomic_fetch_sub(&pipes_alive, 1);
+        return false;
+    }
+    pp->stats.pipes_made++;
+    *p = (struct pipe_ent){ .rd = fds[0], .wr = fds[1], .cap = (size_t)cap };
+    return true;
+}
+
+/* Give p back; a pipe that still holds bytes (an error mid-transfer) is closed, which discards
+ * them: they were never counted as sent. */
+static void pipe_put(struct rs_pipepool *pp, struct pipe_ent *p, bool empty)
+{
+    if (empty && pp->nidle < POOL_IDLE) {
+        pp->idle[pp->nidle++] = *p;
+        return;
+    }
+    close(p->rd);
+    close(p->wr);
+    atomic_fetch_sub(&pipes_alive, 1);
+}
+
+static bool refused(int err) { return err == -EINVAL || err == -ENOSYS || err == -EOPNOTSUPP; }
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* The socket's timeout in ns, or -1 for none. */
+static int64_t timeout_ns(const struct rs_socket *s)
+{
+    return s->timeout < 0 ? -1 : (int64_t)(s->timeout * 1e9);
+}
+
+/* ---- splice: file -> pipe -> socket ------------------------------------------------------- */
+
+static void op_fill(struct xfer *x, struct rs_op *op, const struct pipe_ent *p, int64_t off, size_t len)
+{
+    /* file -> pipe never waits for the peer: no deadline (a slow disk is not a socket timeout,
+     * as with sendfile(2)), and no LINK_TIMEOUT SQE to pay for. */
+    rs__sock_op(op, x->s, RS_OP_SPLICE, RS_DEADLINE_NONE);
+    op->u.splice.fd_in = x->fd;
+    op->u.splice.off_in = off;
+    op->u.splice.fd_out = p->wr;
+    op->u.splice.off_out = -1;
+    op->u.splice.len = len;
+}
+
+static void op_drain(struct xfer *x, struct rs_op *op, const struct pipe_ent *p, size_t len, int64_t deadline)
+{
+    rs__sock_op(op, x->s, RS_OP_SPLICE, deadline);
+    op->u.splice.fd_in = p->rd;
+    op->u.splice.off_in = -1;
+    op->u.splice.fd_out = x->s->fd;
+    op->u.splice.off_out = -1;
+    op->u.splice.len = len;
+}
+
+static bool is_drain(const struct xfer *x, const struct rs_op *op) { return op->u.splice.fd_out == x->s->fd; }
+
+/* Run ops[0..n) in order, each only if the one before moved all it was asked to. On io_uring with
+ * nothing else in flight on the loop they go as one linked chain (one submission, and io_uring
+ * itself stops at the first short one: the rest complete with -ECANCELED). Otherwise one at a time.
+ * Returns how many ran; *last_progress is when bytes last reached the socket. */
+static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last_progress)
+{
+    /* An empty loop has an empty submission queue, so the chain cannot be split by a flush. */
+    bool chain = rs_loop_backend(x->loop) == RS_BACKEND_URING && rs_loop_pending(x->loop) == 0;
+    if (!chain) {
+        size_t i = 0;
+        while (i < n) {
+            struct rs_op *op = &ops[i];
+            if (is_drain(x, op))
+                op->deadline = rs__sock_deadline(x->s); /* each wait gets the whole timeout */
+            int r = rs__loop_exec(x->loop, op);
+            i++;
+            if (r > 0 && is_drain(x, op))
+                *last_progress = rs__now();
+            if (r < 0 || (size_t)r < op->u.splice.len)
+                break;
+        }
+        return i;
+    }
+    size_t sub = 0;
+    for (; sub < n; sub++) {
+        ops[sub].link = sub + 1 < n;
+        if (rs__loop_submit(x->loop, &ops[sub]) < 0)
+            break;
+        /* The SQE carries the link now. A reissue after -EAGAIN (the engine parks the op on a
+         * poll and submits it again) must not link to whatever is submitted next. */
+        ops[sub].link = false;
+    }
+    if (sub == 0)
+        return 0;
+    bool seen[1 + 2 * BATCH_PAIRS] = { false };
+    for (;;) {
+        bool all = true;
+        for (size_t i = 0; i < sub; i++) {
+            if (!ops[i].done) {
+                all = false;
+            } else if (!seen[i]) {
+                seen[i] = true;
+                if (ops[i].res > 0 && is_drain(x, &ops[i]))
+                    *last_progress = rs__now();
+            }
+        }
+        if (all)
+            break;
+        /* ops live on our stack and the kernel may still write into them: only their
+         * completion ends this wait (as in rs__loop_exec) */
+        rs_loop_run(x->loop, RS_RUN_ONCE);
+    }
+    return sub;
+}
+
+static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    int64_t tmo = timeout_ns(x->s);
+    int64_t deadline = rs__sock_deadline(x->s);
+    int64_t last_progress = rs__now();
+    for (;;) {
+        uint64_t taken = x->sent + *inpipe; /* bytes read from the file so far */
+        if (*inpipe == 0 && (x->eof || taken >= x->want))
+            return 0;
+        struct rs_op ops[1 + 2 * BATCH_PAIRS];
+        size_t n = 0;
+        if (*inpipe)
+            op_drain(x, &ops[n++], p, *inpipe, deadline);
+        for (int k = 0; k < BATCH_PAIRS && !x->eof && taken < x->want; k++) {
+            int64_t pos = x->start + (int64_t)taken;
+            /* a page of the file is a pipe slot: an unaligned start would need one slot more
+             * than the pipe has and come back short, breaking the chain */
+            size_t len = p->cap - (size_t)pos % pg;
+            len = (size_t)min_u64(len, x->want - taken);
+            op_fill(x, &ops[n++], p, pos, len);
+            op_drain(x, &ops[n++], p, len, deadline);
+            taken += len;
+        }
+        int64_t batch_start = rs__now();
+        size_t ran = run_ops(x, ops, n, &last_progress);
+        int err = 0;
+        for (size_t i = 0; i < ran; i++) {
+            struct rs_op *op = &ops[i];
+            int r = op->res;
+            if (r < 0) {
+                /* A drain the engine parked on a poll after -EAGAIN (and then finished) broke
+                 * the chain all the same: the fill after it was cancelled without running. Fills
+                 * have no deadline, so their -ECANCELED is never mistaken for a timeout. */
+                if (r != -ECANCELED || is_drain(x, op))
+                    err = r;
+                break;
+            }
+            if (is_drain(x, op)) {
+                *inpipe -= (uint64_t)r;
+                x->sent += (uint64_t)r;
+                x->st->splice_bytes += (uint64_t)r;
+            } else {
+                *inpipe += (uint64_t)r;
+                if (r == 0)
+                    x->eof = true; /* the file shrank since fstat */
+            }
+            /* short: io_uring cancelled the rest of the chain (their results mean nothing) */
+            if ((size_t)r < op->u.splice.len)
+                break;
+        }
+        if (ran == 0)
+            err = -EBUSY;
+        if (err == 0) {
+            deadline = rs__sock_deadline(x->s);
+            continue;
+        }
+        if (err == -ETIMEDOUT && tmo > 0 && last_progress > batch_start && last_progress + tmo > rs__now()) {
+            /* A chain's operations share the deadline of its submission; an op that waited after
+             * others of the chain made progress did not wait the whole timeout. socket.py's
+             * timeout bounds each wait, so go on with the deadline counted from that progress. */
+            deadline = last_progress + tmo;
+            continue;
+        }
+        return refused(err) ? REFUSED : err;
+    }
+}
+
+/* ---- sendfile(2) ---------------------------------------------------------------------------- */
+
+static int via_sendfile(struct xfer *x)
+{
+    while (!x->eof && x->sent < x->want) {
+        struct rs_op op;
+        rs__sock_op(&op, x->s, RS_OP_SENDFILE, rs__sock_deadline(x->s));
+        op.u.splice.fd_in = x->fd;
+        op.u.splice.off_in = x->start + (int64_t)x->sent;
+        op.u.splice.len = (size_t)min_u64(x->want - x->sent, MAX_IO);
+        int r = rs__loop_exec(x->loop, &op);
+        if (r < 0)
+            return refused(r) ? REFUSED : r;
+        if (r == 0)
+            x->eof = true;
+        x->sent += (uint64_t)r;
+        x->st->sendfile_bytes += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* ---- read + send ---------------------------------------------------------------------------- */
+
+/* Read from a stream source (pipe, socket, device) without ever blocking past the socket's
+ * timeout: a blocking source is read only after poll says it has data. */
+static ssize_t read_stream(struct xfer *x, bool nonblock, void *buf, size_t n)
+{
+    int64_t deadline = rs__sock_deadline(x->s);
+    bool ready = nonblock;
+    for (;;) {
+        if (ready) {
+            ssize_t r = read(x->fd, buf, n);
+            if (r >= 0)
+                return r;
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                return -errno;
+        }
+        int ms = -1;
+        if (deadline != RS_DEADLINE_NONE) {
+            int64_t left = deadline - rs__now();
+            if (left <= 0)
+                return -ETIMEDOUT;
+            int64_t m = (left + 999999) / 1000000;
+            ms = m > INT_MAX ? INT_MAX : (int)m;
+        }
+        struct pollfd pfd = { .fd = x->fd, .events = POLLIN };
+        int r = poll(&pfd, 1, ms);
+        if (r < 0 && errno != EINTR)
+            return -errno;
+        if (r > 0 && (pfd.revents & POLLNVAL))
+            return -EBADF;
+        ready = r > 0;
+    }
+}
+
+static int via_readsend(struct xfer *x, bool seekable)
+{
+    bool nonblock = false;
+    if (!seekable) {
+        int fl = fcntl(x->fd, F_GETFL);
+        nonblock = fl >= 0 && (fl & O_NONBLOCK);
+    }
+    struct rs_buf b;
+    if (rs__buf_get(x->loop, READSEND_CHUNK, &b) < 0)
+        return -ENOMEM;
+    int fixed = rs__buf_fixed_index(&b, x->loop);
+    int err = 0;
+    while (!x->eof && x->sent < x->want) {
+        size_t n = (size_t)min_u64(b.size, x->want - x->sent);
+        ssize_t got;
+        if (seekable) {
+            do
+                got = pread(x->fd, b.mem, n, (off_t)(x->start + (int64_t)x->sent));
+            while (got < 0 && errno == EINTR);
+            if (got < 0)
+                got = -errno;
+        } else {
+            got = read_stream(x, nonblock, b.mem, n);
+        }
+        if (got < 0) {
+            err = (int)got;
+            break;
+        }
+        if (got == 0) {
+            x->eof = true;
+            break;
+        }
+        /* Bytes read but not sent are not counted: a file is read again from x->sent next
+         * time; from a stream they are gone, as with any read + send. */
+        size_t done = 0;
+        while (done < (size_t)got) {
+            struct rs_op op;
+            rs__sock_op(&op, x->s, fixed >= 0 ? RS_OP_WRITE_FIXED : RS_OP_SEND, rs__sock_deadline(x->s));
+            op.u.io.buf = (char *)b.mem + done;
+            op.u.io.len = (size_t)got - done;
+            if (fixed >= 0)
+                op.buf_index = (uint16_t)fixed;
+            int r = rs__loop_exec(x->loop, &op);
+            if (r < 0) {
+                err = r;
+                break;
+            }
+            done += (size_t)r;
+            x->sent += (uint64_t)r;
+            x->st->readsend_bytes += (uint64_t)r;
+        }
+        if (err)
+            break;
+    }
+    rs__buf_put(&b);
+    return err;
+}
+
+/* ---- the call ------------------------------------------------------------------------------- */
+
+/* sendfile(2), splice in our own thread and WRITE_FIXED (write(2) semantics) have no
+ * MSG_NOSIGNAL: a peer gone away raises SIGPIPE, which must not kill the caller. SIGPIPE is
+ * blocked around them and the one we raised (thread-directed, so pending on us) is taken back.
+ * io_uring's SPLICE runs in its io-wq workers, which block every signal: no guard is needed. */
+struct sigpipe_guard {
+    bool on;
+    sigset_t old;
+};
+
+static void guard_on(struct sigpipe_guard *g)
+{
+    if (g->on)
+        return;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    g->on = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0;
+}
+
+static void guard_off(struct sigpipe_guard *g, int err)
+{
+    if (!g->on)
+        return;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (err == -EPIPE) {
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    if (!sigismember(&g->old, SIGPIPE))
+        pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    g->on = false;
+}
+
+static int path_from_env(enum path *p)
+{
+    static const char *const names[] = { "auto", "splice", "sendfile", "readsend" };
+    const char *e = getenv("RINGSOCK_SENDFILE");
+    *p = PATH_AUTO;
+    if (!e || !*e)
+        return 0;
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(e, names[i]) == 0) {
+            *p = (enum path)i;
+            return 0;
+        }
+    }
+    static atomic_bool warned;
+    if (!atomic_exchange(&warned, true))
+        fprintf(stderr, "ringsock: RINGSOCK_SENDFILE=\"%s\" is not one of splice, sendfile, readsend, auto\n", e);
+    return -EINVAL;
+}
+
+EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
+{
+    if (!s || atomic_load(&s->closed))
+        return -EBADF;
+    if (s->type != SOCK_STREAM || s->timeout == 0 || (offset && *offset < 0))
+        return -EINVAL;
+    enum path path;
+    int r = path_from_env(&path);
+    if (r < 0)
+        return r;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    /* Files and block devices have positions and go through splice or sendfile(2); anything
+     * else (pipe, socket, character device) is a stream: read + send, and *offset, which must
+     * start at 0, only counts what was sent. */
+    bool regular = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    int64_t start = 0;
+    if (!regular) {
+        if (offset && *offset != 0)
+            return -ESPIPE;
+    } else if (offset) {
+        start = *offset;
+    } else {
+        off_t cur = lseek(fd, 0, SEEK_CUR);
+        if (cur < 0)
+            return -errno;
+        start = cur;
+    }
+    uint64_t want = count ? count : UINT64_MAX;
+    if (S_ISREG(st.st_mode)) {
+        /* to the size at the call, as socket.py; past EOF sends nothing */
+        uint64_t left = start < st.st_size ? (uint64_t)(st.st_size - start) : 0;
+        want = min_u64(want, left);
+    }
+    want = min_u64(want, SSIZE_MAX);
+    if (want == 0)
+        return 0;
+
+    struct rs_loop *loop;
+    r = rs_loop_default(&loop);
+    if (r < 0)
+        return r;
+    struct rs_pipepool *pp = pool_of(loop);
+    if (!pp)
+        return -ENOMEM;
+    if (!rs__sock_begin(s))
+        return -EBADF;
+    struct xfer x = { .s = s, .loop = loop, .st = &pp->stats, .fd = fd, .start = start, .want = want };
+    pp->stats.calls++;
+    bool uring = rs_loop_backend(loop) == RS_BACKEND_URING;
+    if (!regular)
+        path = PATH_READSEND; /* nothing but read(2) takes every stream source */
+    else if (path == PATH_AUTO)
+        path = uring ? PATH_SPLICE : PATH_SENDFILE;
+
+    struct sigpipe_guard guard = { .on = false };
+    r = 0;
+    if (path == PATH_SPLICE) {
+        struct pipe_ent p;
+        if (!pipe_get(pp, &p)) {
+            pp->stats.pipe_misses++;
+            path = PATH_SENDFILE;
+        } else {
+            if (!uring)
+                guard_on(&guard);
+            uint64_t inpipe = 0;
+            r = via_splice(&x, &p, &inpipe);
+            pipe_put(pp, &p, inpipe == 0);
+            if (r == REFUSED) {
+                /* what splice refuses (a file without splice_read, a socket that takes no
+                 * pages) sendfile(2) refuses too: straight to read + send */
+                pp->stats.fallbacks++;
+                path = PATH_READSEND;
+            }
+        }
+    }
+    if (path == PATH_SENDFILE) {
+        guard_on(&guard);
+        r = via_sendfile(&x);
+        if (r == REFUSED) {
+            pp->stats.fallbacks++;
+            path = PATH_READSEND;
+        }
+    }
+    if (path == PATH_READSEND) {
+        guard_on(&guard); /* WRITE_FIXED */
+        r = via_readsend(&x, regular);
+    }
+    guard_off(&guard, r);
+
+    if (offset)
+        *offset = (off_t)(start + (int64_t)x.sent);
+    else if (regular && x.sent > 0 && lseek(fd, (off_t)(start + (int64_t)x.sent), SEEK_SET) < 0 && r == 0)
+        r = -errno;
+    if (r < 0 && atomic_load(&s->closed))
+        r = -EBADF; /* rs_close from another thread woke us */
+    atomic_fetch_sub(&s->busy, 1);
+    rs__sock_drop(s);
+    return r < 0 ? r : (ssize_t)x.sent;
+}
+
+EXPORT int rs_sendfile_stats(struct rs_sendfile_stats *st)
+{
+    if (!st)
+        return -EINVAL;
+    struct rs_loop *loop = rs__loop_current();
+    if (loop && loop->pipes)
+        *st = loop->pipes->stats;
+    else
+        memset(st, 0, sizeof *st);
+    return 0;
+}
