@@ -59,7 +59,6 @@ struct rs_conn {
     void *close_user;
 };
 
-static uint64_t conn_ids = 1ull << 62; /* apart from rs_socket ids: both name fds to backends */
 
 static void conn_op(struct rs_conn *c, struct rs_op *op, int kind, rs_op_cb cb)
 {
@@ -128,7 +127,7 @@ EXPORT int rs_conn_open(rs_conn **out, rs_loop *loop, int fd)
     }
     c->loop = loop;
     c->fd = fd;
-    c->id = __atomic_fetch_add(&conn_ids, 1, __ATOMIC_RELAXED);
+    c->id = rs__fdgen_next();
     *out = c;
     return 0;
 }

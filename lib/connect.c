@@ -1,15 +1,21 @@
-/* rs_create_connection: socket.create_connection with a total deadline and Happy Eyeballs v2
- * (RFC 8305). Attempts are CONNECT operations on the thread's loop (on io_uring each one a CONNECT
- * SQE linked to a LINK_TIMEOUT), several in flight at once; the first to connect wins and the
- * others are cancelled, waited for, and closed, so no path leaks an fd. */
+/* rs_create_connection and its completion-API twin rs_conn_connect: socket.create_connection
+ * with a total deadline and Happy Eyeballs v2 (RFC 8305). One event-driven state machine serves
+ * both: attempts are CONNECT operations on the loop (on io_uring each a CONNECT SQE linked to a
+ * LINK_TIMEOUT), several in flight; a timer operation paces new attempts; the first to connect
+ * wins and the others are cancelled, awaited and closed, so no path leaks an fd. The blocking
+ * call runs the thread's loop until the machine finishes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ringsock/async.h"
 #include "ringsock/loop.h"
 #include "ringsock/net.h"
 #include "socket_i.h"
@@ -22,9 +28,10 @@
 
 struct attempt {
     struct rs_op op;
+    struct he *h;
     struct sockaddr_storage sa;
     socklen_t salen;
-    int family, socktype, protocol;
+    int family, protocol;
     int fd;
     bool started, finished;
     int report_idx;
@@ -37,19 +44,38 @@ struct source {
     int err;
 };
 
-struct conn {
-    struct attempt *a;
-    size_t n, next, active;
-    const struct rs_connect_opts *opts;
-    double timeout;
+/* One create_connection in progress. */
+struct he {
+    struct rs_loop *loop;
+    struct rs_connect_opts opts;
+    double timeout, delay;
     int64_t deadline;
+    struct attempt a[MAX_ADDRS];
+    size_t n, next, inflight;
     struct source src[2];
     int last_err;
+    struct rs_op timer;
+    bool timer_armed, timer_fired, deadline_hit, finishing, done;
+    int64_t last_start;
+    struct attempt *winner;
+    int result;          /* 0 with fd, or the error */
+    int fd;
+    void (*finish)(struct he *h);
+    /* async only */
+    rs_connect_cb cb;
+    void *user;
+    char *host, *port;
+    struct addrinfo *res;
+    int gai;
+    int pipefd[2];
+    char pipebuf[1];
+    struct rs_op wake;
+    atomic_int refs; /* the loop side and the resolver thread */
 };
 
-static void report_add(struct conn *c, struct attempt *a, int err)
+static void report_add(struct he *h, struct attempt *a, int err)
 {
-    struct rs_connect_report *rep = c->opts->report;
+    struct rs_connect_report *rep = h->opts.report;
     if (!rep)
         return;
     if (a->report_idx < 0) {
@@ -65,13 +91,13 @@ static void report_add(struct conn *c, struct attempt *a, int err)
 }
 
 /* The source address for a family, resolved once per call. */
-static int source_for(struct conn *c, int family, const struct sockaddr **sa, socklen_t *len)
+static int source_for(struct he *h, int family, const struct sockaddr **sa, socklen_t *len)
 {
-    struct source *s = &c->src[family == AF_INET6];
+    struct source *s = &h->src[family == AF_INET6];
     if (!s->family) {
-        struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+        struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
         struct addrinfo *res = NULL;
-        int e = getaddrinfo(c->opts->source_host, c->opts->source_port, &hints, &res);
+        int e = getaddrinfo(h->opts.source_host, h->opts.source_port, &hints, &res);
         s->family = family;
         if (e != 0) {
             s->err = e == EAI_SYSTEM ? -errno : RS_EAI(e);
@@ -88,21 +114,66 @@ static int source_for(struct conn *c, int family, const struct sockaddr **sa, so
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Start attempt i: socket, optional bind, CONNECT with its deadline. A failure before the
- * CONNECT is recorded and the attempt counts as finished. */
-static void start(struct conn *c, struct rs_loop *loop, struct attempt *a)
+static void step(struct he *h);
+
+static void close_attempt(struct he *h, struct attempt *a)
+{
+    h->loop->ops->forget_fd(h->loop, a->fd);
+    close(a->fd);
+    a->fd = -1;
+}
+
+static void attempt_cb(struct rs_op *op)
+{
+    struct attempt *a = op->data;
+    struct he *h = a->h;
+    h->inflight--;
+    a->finished = true;
+    int res = op->res;
+    if (res == 0 && !h->winner && !h->finishing) {
+        h->winner = a;
+        report_add(h, a, 0);
+    } else {
+        /* A rival that connected after the winner, or was cancelled for it, lost (-ECANCELED);
+         * one cut off by the call's deadline timed out. */
+        if ((res == 0 || res == -ECANCELED) && h->deadline_hit && !h->winner)
+            res = -ETIMEDOUT;
+        report_add(h, a, res == 0 ? -ECANCELED : res);
+        if (res != 0 && res != -ECANCELED)
+            h->last_err = res;
+        if (res == -ETIMEDOUT && h->deadline != RS_DEADLINE_NONE && rs__now() >= h->deadline)
+            h->deadline_hit = true;
+        close_attempt(h, a);
+    }
+    step(h);
+}
+
+static void timer_cb(struct rs_op *op)
+{
+    struct he *h = op->data;
+    h->inflight--;
+    h->timer_armed = false;
+    /* an attempt that failed early restarted the clock: the timer may be early for the new one */
+    if (op->res == 0 && rs__now() >= h->last_start + (int64_t)(h->delay * 1e9))
+        h->timer_fired = true;
+    step(h);
+}
+
+/* Start one attempt: socket, optional bind, CONNECT with its deadline. A failure before the
+ * CONNECT is recorded and the attempt is over at once. */
+static void start(struct he *h, struct attempt *a)
 {
     a->started = true;
     int err;
-    a->fd = socket(a->family, a->socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->protocol);
+    a->fd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, a->protocol);
     if (a->fd < 0) {
         err = -errno;
         goto fail;
     }
-    if (c->opts->source_host || c->opts->source_port) {
+    if (h->opts.source_host || h->opts.source_port) {
         const struct sockaddr *sa;
         socklen_t len;
-        err = source_for(c, a->family, &sa, &len);
+        err = source_for(h, a->family, &sa, &len);
         if (err == 0 && bind(a->fd, sa, len) < 0)
             err = -errno;
         if (err < 0)
@@ -111,26 +182,77 @@ static void start(struct conn *c, struct rs_loop *loop, struct attempt *a)
     memset(&a->op, 0, sizeof a->op);
     a->op.kind = RS_OP_CONNECT;
     a->op.fd = a->fd;
-    a->op.fdgen = (uint64_t)(uintptr_t)a; /* not an rs_socket: any value unique while in flight */
-    a->op.deadline = min64(rs__deadline_from_timeout(c->timeout), c->deadline);
-    if (c->timeout == 0)
-        a->op.deadline = RS_DEADLINE_NOW;
+    a->op.fdgen = rs__fdgen_next(); /* the fd number and this memory are reused across calls */
+    a->op.deadline = h->timeout == 0 ? RS_DEADLINE_NOW : min64(rs__deadline_from_timeout(h->timeout), h->deadline);
     a->op.u.connect.sa = (const struct sockaddr *)&a->sa;
     a->op.u.connect.len = a->salen;
-    err = rs__loop_submit(loop, &a->op);
+    a->op.cb = attempt_cb;
+    a->op.data = a;
+    err = rs__loop_submit(h->loop, &a->op);
     if (err < 0)
         goto fail;
-    c->active++;
-    report_add(c, a, -EINPROGRESS);
+    h->inflight++;
+    report_add(h, a, -EINPROGRESS);
     return;
 fail:
-    if (a->fd >= 0) {
-        close(a->fd);
-        a->fd = -1;
-    }
+    if (a->fd >= 0)
+        close_attempt(h, a);
     a->finished = true;
-    c->last_err = err;
-    report_add(c, a, err);
+    h->last_err = err;
+    report_add(h, a, err);
+}
+
+static void finalize(struct he *h)
+{
+    h->done = true;
+    if (h->winner) {
+        h->result = 0;
+        h->fd = h->winner->fd;
+    } else {
+        h->result = h->deadline_hit ? -ETIMEDOUT : h->last_err;
+        h->fd = -1;
+    }
+    h->finish(h);
+}
+
+/* Advance the machine after any event. */
+static void step(struct he *h)
+{
+    if (h->done)
+        return;
+    if (!h->finishing) {
+        if (!h->winner && h->deadline != RS_DEADLINE_NONE && rs__now() >= h->deadline)
+            h->deadline_hit = true;
+        /* RFC 8305 section 5: the next attempt starts when the last one failed, or once the
+         * attempt delay has passed since it started */
+        while (!h->winner && !h->deadline_hit && h->next < h->n &&
+               (h->inflight - h->timer_armed == 0 || h->timer_fired)) {
+            h->timer_fired = false;
+            h->last_start = rs__now();
+            start(h, &h->a[h->next++]);
+        }
+        if (h->winner || h->deadline_hit || (h->inflight - h->timer_armed == 0 && h->next >= h->n)) {
+            h->finishing = true;
+            if (h->timer_armed)
+                rs__loop_cancel(h->loop, &h->timer);
+            for (size_t i = 0; i < h->next; i++)
+                if (h->a[i].started && !h->a[i].finished)
+                    rs__loop_cancel(h->loop, &h->a[i].op);
+        } else if (h->delay >= 0 && !h->timer_armed && h->next < h->n) {
+            memset(&h->timer, 0, sizeof h->timer);
+            h->timer.kind = RS_OP_TIMER;
+            h->timer.fd = -1;
+            h->timer.deadline = min64(h->last_start + (int64_t)(h->delay * 1e9), h->deadline);
+            h->timer.cb = timer_cb;
+            h->timer.data = h;
+            if (rs__loop_submit(h->loop, &h->timer) == 0) {
+                h->timer_armed = true;
+                h->inflight++;
+            }
+        }
+    }
+    if (h->finishing && h->inflight == 0)
+        finalize(h);
 }
 
 /* RFC 8305 section 4: alternate address families, starting with `first` addresses of the family
@@ -168,7 +290,6 @@ static size_t order(const struct addrinfo *list, struct attempt *out, int interl
         memcpy(&a->sa, ai->ai_addr, ai->ai_addrlen);
         a->salen = ai->ai_addrlen;
         a->family = ai->ai_family;
-        a->socktype = SOCK_STREAM;
         a->protocol = ai->ai_protocol;
         a->fd = -1;
         a->report_idx = -1;
@@ -176,157 +297,228 @@ static size_t order(const struct addrinfo *list, struct attempt *out, int interl
     return n;
 }
 
-EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *list,
-                                      const struct rs_connect_opts *opts)
+static bool timeout_ok(double t) { return t == RS_TIMEOUT_NONE || (t >= 0 && isfinite(t)); }
+
+/* Validate opts and fill h's settings. */
+static int he_init(struct he *h, struct rs_loop *loop, const struct rs_connect_opts *opts)
 {
     static const struct rs_connect_opts defaults = RS_CONNECT_OPTS_INIT;
-    if (!out)
-        return -EINVAL;
-    *out = NULL;
     if (!opts)
         opts = &defaults;
     double timeout = opts->timeout == RS_TIMEOUT_DEFAULT ? rs_getdefaulttimeout() : opts->timeout;
-    if (!(timeout == RS_TIMEOUT_NONE || (timeout >= 0 && isfinite(timeout))))
+    if (!timeout_ok(timeout) || !timeout_ok(opts->deadline) || !timeout_ok(opts->happy_eyeballs_delay) ||
+        opts->interleave < 0)
         return -EINVAL;
-    if (!(opts->deadline == RS_TIMEOUT_NONE || (opts->deadline >= 0 && isfinite(opts->deadline))))
-        return -EINVAL;
-    double delay = opts->happy_eyeballs_delay;
-    if (!(delay == RS_TIMEOUT_NONE || (delay >= 0 && isfinite(delay))) || opts->interleave < 0)
-        return -EINVAL;
+    if (opts->family != AF_UNSPEC && opts->family != AF_INET && opts->family != AF_INET6)
+        return -EAFNOSUPPORT;
+    h->loop = loop;
+    h->opts = *opts;
+    h->timeout = timeout;
+    h->delay = opts->happy_eyeballs_delay;
+    h->deadline = opts->deadline == RS_TIMEOUT_NONE ? RS_DEADLINE_NONE
+                  : opts->deadline == 0           ? rs__now()
+                                                   : rs__deadline_from_timeout(opts->deadline);
+    h->last_err = -EADDRNOTAVAIL; /* an empty list (Python: "getaddrinfo returns an empty list") */
+    h->fd = -1;
+    h->pipefd[0] = h->pipefd[1] = -1;
     if (opts->report)
         opts->report->count = 0;
+    return 0;
+}
+
+static void he_start(struct he *h, const struct addrinfo *list)
+{
+    h->n = order(list, h->a, h->opts.interleave);
+    for (size_t i = 0; i < h->n; i++)
+        h->a[i].h = h;
+    step(h);
+}
+
+static void blocking_finish(struct he *h) { (void)h; }
+
+EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *list,
+                                      const struct rs_connect_opts *opts)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
     struct rs_loop *loop;
     int r = rs_loop_default(&loop);
     if (r < 0)
         return r;
-    struct conn c = { .opts = opts, .timeout = timeout, .last_err = -EADDRNOTAVAIL };
-    c.deadline = opts->deadline == RS_TIMEOUT_NONE ? RS_DEADLINE_NONE : rs__deadline_from_timeout(opts->deadline);
-    if (opts->deadline == 0)
-        c.deadline = rs__now();
-    c.a = calloc(MAX_ADDRS, sizeof *c.a);
-    if (!c.a)
+    struct he *h = calloc(1, sizeof *h);
+    if (!h)
         return -ENOMEM;
-    c.n = order(list, c.a, opts->interleave);
-
-    /* The Happy Eyeballs delay is a timer operation on the same loop. */
-    struct rs_op timer;
-    bool timer_armed = false;
-    struct attempt *winner = NULL;
-    bool deadline_hit = false;
-    /* Timeout 0 makes every attempt a non-blocking connect that ends in -EINPROGRESS, and so
-     * the call fails, exactly as socket.create_connection(timeout=0) does. */
-    while (!winner) {
-        if (c.deadline != RS_DEADLINE_NONE && rs__now() >= c.deadline) {
-            deadline_hit = true;
-            break;
-        }
-        if (c.active == 0 && c.next < c.n) {
-            start(&c, loop, &c.a[c.next++]);
-            continue;
-        }
-        if (c.active == 0)
-            break;
-        if (delay >= 0 && !timer_armed && c.next < c.n) {
-            memset(&timer, 0, sizeof timer);
-            timer.kind = RS_OP_TIMER;
-            timer.fd = -1;
-            timer.deadline = min64(rs__now() + (int64_t)(delay * 1e9), c.deadline);
-            if (rs__loop_submit(loop, &timer) == 0)
-                timer_armed = true;
-        }
+    r = he_init(h, loop, opts);
+    if (r < 0) {
+        free(h);
+        return r;
+    }
+    h->finish = blocking_finish;
+    he_start(h, list);
+    while (!h->done)
         rs_loop_run(loop, RS_RUN_ONCE);
-        for (size_t i = 0; i < c.next; i++) {
-            struct attempt *a = &c.a[i];
-            if (!a->started || a->finished || !a->op.done)
-                continue;
-            a->finished = true;
-            c.active--;
-            int res = a->op.res;
-            if (res == 0 && !winner) {
-                winner = a;
-                report_add(&c, a, 0);
-                continue;
-            }
-            if (res == -ETIMEDOUT && c.deadline != RS_DEADLINE_NONE && rs__now() >= c.deadline)
-                deadline_hit = true;
-            report_add(&c, a, res == 0 ? -ECANCELED : res);
-            c.last_err = res == 0 ? c.last_err : res;
-            close(a->fd);
-            a->fd = -1;
-        }
-        if (timer_armed && timer.done) {
-            timer_armed = false;
-            /* the delay passed with attempts still pending: start the next one (RFC 8305 5) */
-            if (!winner && c.next < c.n && !deadline_hit)
-                start(&c, loop, &c.a[c.next++]);
-        }
-        if (deadline_hit)
-            break;
-    }
-    /* Cancel what is still in flight and wait for it: the operations live in c.a. */
-    if (timer_armed)
-        rs__loop_cancel(loop, &timer);
-    for (size_t i = 0; i < c.next; i++)
-        if (c.a[i].started && !c.a[i].finished)
-            rs__loop_cancel(loop, &c.a[i].op);
-    for (;;) {
-        bool busy = timer_armed && !timer.done;
-        for (size_t i = 0; i < c.next && !busy; i++)
-            busy = c.a[i].started && !c.a[i].finished && !c.a[i].op.done;
-        if (!busy)
-            break;
-        rs_loop_run(loop, RS_RUN_ONCE);
-    }
-    for (size_t i = 0; i < c.next; i++) {
-        struct attempt *a = &c.a[i];
-        if (!a->started || a->finished)
-            continue;
-        a->finished = true;
-        int res = a->op.res;
-        if (res == 0 && !winner) {
-            winner = a;
-            report_add(&c, a, 0);
-            continue;
-        }
-        report_add(&c, a, res == 0 ? -ECANCELED : res);
-        close(a->fd);
-        a->fd = -1;
-    }
-    if (winner) {
-        r = rs__sock_wrap(out, winner->fd, winner->family, SOCK_STREAM, timeout);
-    } else if (deadline_hit) {
-        r = -ETIMEDOUT;
-    } else {
-        r = c.last_err;
-    }
-    free(c.a);
+    r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout) : h->result;
+    free(h);
     return r;
 }
+
+/* getaddrinfo: numeric first (no resolver, never blocks), then the resolver. */
+static int resolve(const char *host, const char *port, int family, bool numeric_only, struct addrinfo **res)
+{
+    struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
+    int e = getaddrinfo(host, port, &hints, res);
+    if (e == EAI_NONAME && !numeric_only) {
+        hints.ai_flags = 0;
+        e = getaddrinfo(host, port, &hints, res);
+    }
+    return e;
+}
+
+static int gai_err(int e) { return e == EAI_SYSTEM ? (errno ? -errno : -EIO) : RS_EAI(e); }
 
 EXPORT int rs_create_connection(rs_socket **out, const char *host, const char *port,
                                 const struct rs_connect_opts *opts)
 {
-    static const struct rs_connect_opts defaults = RS_CONNECT_OPTS_INIT;
     if (!out)
         return -EINVAL;
     *out = NULL;
     if (!host || !port || !*host || !*port)
         return -EINVAL;
-    if (!opts)
-        opts = &defaults;
-    if (opts->family != AF_UNSPEC && opts->family != AF_INET && opts->family != AF_INET6)
+    int family = opts ? opts->family : AF_UNSPEC;
+    if (family != AF_UNSPEC && family != AF_INET && family != AF_INET6)
         return -EAFNOSUPPORT;
-    struct addrinfo hints = { .ai_family = opts->family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
     struct addrinfo *res = NULL;
-    /* Numeric hosts skip the resolver (no DNS, no /etc/hosts); names go to getaddrinfo. */
-    int e = getaddrinfo(host, port, &hints, &res);
-    if (e == EAI_NONAME) {
-        hints.ai_flags = 0;
-        e = getaddrinfo(host, port, &hints, &res);
-    }
+    int e = resolve(host, port, family, false, &res);
     if (e != 0)
-        return e == EAI_SYSTEM ? (errno ? -errno : -EIO) : RS_EAI(e);
+        return gai_err(e);
     int r = rs_create_connection_addrs(out, res, opts);
     freeaddrinfo(res);
     return r;
+}
+
+/* ---- the completion-API twin ---- */
+
+static void he_free(struct he *h)
+{
+    if (atomic_fetch_sub(&h->refs, 1) != 1)
+        return;
+    if (h->res)
+        freeaddrinfo(h->res);
+    if (h->pipefd[0] >= 0)
+        close(h->pipefd[0]);
+    if (h->pipefd[1] >= 0)
+        close(h->pipefd[1]);
+    free(h->host);
+    free(h->port);
+    free(h);
+}
+
+static void async_finish(struct he *h)
+{
+    rs_conn *c = NULL;
+    int r = h->result;
+    if (r == 0)
+        r = rs_conn_open(&c, h->loop, h->fd);
+    h->cb(c, r, h->user);
+    he_free(h);
+}
+
+static void resolved(struct he *h)
+{
+    if (h->gai != 0) {
+        h->done = true;
+        h->cb(NULL, gai_err(h->gai), h->user);
+        he_free(h);
+        return;
+    }
+    he_start(h, h->res);
+}
+
+static void *resolver_thread(void *p)
+{
+    struct he *h = p;
+    h->gai = resolve(h->host, h->port, h->opts.family, false, &h->res);
+    if (h->gai == EAI_SYSTEM && errno)
+        h->gai = EAI_SYSTEM;
+    /* wake the loop; its read operation owns the rest */
+    ssize_t w;
+    do
+        w = write(h->pipefd[1], "x", 1);
+    while (w < 0 && errno == EINTR);
+    he_free(h);
+    return NULL;
+}
+
+static void wake_cb(struct rs_op *op)
+{
+    struct he *h = op->data;
+    resolved(h);
+}
+
+EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, const struct rs_connect_opts *opts,
+                           rs_connect_cb cb, void *user)
+{
+    if (!loop || !cb || !host || !port || !*host || !*port)
+        return -EINVAL;
+    struct he *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    int r = he_init(h, loop, opts);
+    if (r < 0) {
+        free(h);
+        return r;
+    }
+    h->finish = async_finish;
+    h->cb = cb;
+    h->user = user;
+    atomic_init(&h->refs, 1);
+    /* Numeric hosts resolve here without blocking; the machine still starts from the loop (a
+     * zero timer) so that cb never runs inside this call. */
+    h->gai = resolve(host, port, h->opts.family, true, &h->res);
+    bool numeric = h->gai == 0 || h->gai != EAI_NONAME;
+    if (numeric) {
+        memset(&h->wake, 0, sizeof h->wake);
+        h->wake.kind = RS_OP_TIMER;
+        h->wake.fd = -1;
+        h->wake.deadline = rs__now();
+    } else {
+        h->host = strdup(host);
+        h->port = strdup(port);
+        if (!h->host || !h->port || pipe2(h->pipefd, O_CLOEXEC | O_NONBLOCK) < 0) {
+            he_free(h);
+            return -ENOMEM;
+        }
+        memset(&h->wake, 0, sizeof h->wake);
+        h->wake.kind = RS_OP_READ;
+        h->wake.fd = h->pipefd[0];
+        h->wake.fdgen = rs__fdgen_next();
+        h->wake.deadline = RS_DEADLINE_NONE;
+        h->wake.u.io.buf = h->pipebuf;
+        h->wake.u.io.len = 1;
+    }
+    h->wake.cb = wake_cb;
+    h->wake.data = h;
+    r = rs__loop_submit(loop, &h->wake);
+    if (r < 0) {
+        he_free(h);
+        return r;
+    }
+    if (!numeric) {
+        pthread_t t;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        atomic_fetch_add(&h->refs, 1);
+        r = pthread_create(&t, &attr, resolver_thread, h);
+        pthread_attr_destroy(&attr);
+        if (r != 0) {
+            atomic_fetch_sub(&h->refs, 1);
+            /* the wake operation is in flight: fail through it rather than free under it */
+            h->gai = EAI_AGAIN;
+            ssize_t w = write(h->pipefd[1], "x", 1);
+            (void)w;
+        }
+    }
+    return 0;
 }

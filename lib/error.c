@@ -3,6 +3,7 @@
  * the same on every libc. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <stddef.h>
 
@@ -108,6 +109,8 @@ static int eai_of(int err, const char **name)
 
 static const struct entry *find(int err)
 {
+    if (err == INT_MIN)
+        return NULL; /* -INT_MIN overflows */
     if (err < 0)
         err = -err;
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

@@ -39,7 +39,7 @@ static const struct rs_backend_ops *ops_of(int backend)
 }
 
 /* AUTO resolved: the environment first, then probing. */
-static int resolve_auto(int *backend)
+static int resolve_auto(int *backend, bool *probing)
 {
     const char *env = getenv("RINGSOCK_BACKEND");
     if (env && *env && strcmp(env, "auto") != 0) {
@@ -52,6 +52,7 @@ static int resolve_auto(int *backend)
         fprintf(stderr, "ringsock: RINGSOCK_BACKEND=\"%s\" is not one of uring, epoll, poll, auto\n", env);
         return -EINVAL;
     }
+    *probing = true;
 #ifdef RS_HAVE_URING
     if (rs__uring_probe() == 0) {
         *backend = RS_BACKEND_URING;
@@ -82,8 +83,9 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     if (buf_count > 32768 || (buf_count & (buf_count - 1)) || buf_size > (1u << 20))
         return -EINVAL;
     int backend = opts->backend;
+    bool probing = false;
     if (backend == RS_BACKEND_AUTO) {
-        int r = resolve_auto(&backend);
+        int r = resolve_auto(&backend, &probing);
         if (r < 0)
             return r;
     } else if (!rs_backend_name(backend)) {
@@ -102,6 +104,14 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     loop->buf_count = buf_count;
     loop->buf_size = buf_size;
     int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
+    while (r < 0 && probing && backend != RS_BACKEND_POLL) {
+        /* AUTO's probe said yes but this ring was refused (a seccomp filter installed after the
+         * probe, a memlock limit): take the next backend instead of failing */
+        backend = backend == RS_BACKEND_URING && ops_of(RS_BACKEND_EPOLL) ? RS_BACKEND_EPOLL : RS_BACKEND_POLL;
+        loop->ops = ops = ops_of(backend);
+        loop->backend = backend;
+        r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
+    }
     if (r < 0) {
         free(loop);
         return r;

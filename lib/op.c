@@ -5,12 +5,18 @@
 #include <math.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/sendfile.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend/backend.h"
+
+static _Atomic uint64_t fdgen_counter = 1;
+
+uint64_t rs__fdgen_next(void) { return atomic_fetch_add(&fdgen_counter, 1); }
 
 int64_t rs__now(void)
 {
@@ -132,6 +138,9 @@ again:
             op->u.splice.off_in = off;
         break;
     }
+    case RS_OP_READ:
+        r = read(op->fd, op->u.io.buf, op->u.io.len);
+        break;
     case RS_OP_TIMER:
         *events = 0;
         return -EAGAIN;

@@ -17,7 +17,6 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static _Atomic uint64_t next_id = 1;
 static _Atomic double default_timeout = RS_TIMEOUT_NONE;
 
 static bool timeout_valid(double t)
@@ -47,7 +46,7 @@ int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
     s->family = family;
     s->type = type;
     s->timeout = timeout;
-    s->id = atomic_fetch_add(&next_id, 1);
+    s->id = rs__fdgen_next();
     *out = s;
     return 0;
 }

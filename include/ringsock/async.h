@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <ringsock/loop.h>
+#include <ringsock/net.h>
 #include <ringsock/socket.h>
 
 #ifdef __cplusplus
@@ -69,6 +70,17 @@ size_t rs_conn_send_pending(const rs_conn *c);
 
 /* Cancel everything in flight (each callback once, -ECANCELED), close the fd, then cb. */
 int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user);
+
+/* Connected (status 0, c a new conn on the loop) or failed (c NULL, status as
+ * rs_create_connection would return). */
+typedef void (*rs_connect_cb)(rs_conn *c, int status, void *user);
+
+/* The completion-API twin of rs_create_connection: the same attempts, deadline and Happy
+ * Eyeballs, run on loop; host names are resolved on a helper thread so the loop never blocks
+ * (numeric hosts need none). opts (copied) may be NULL; opts->report, strings included, must
+ * stay valid until cb. Returns 0 (cb follows, from the loop) or -EINVAL / -ENOMEM. */
+int rs_conn_connect(rs_loop *loop, const char *host, const char *port, const struct rs_connect_opts *opts,
+                    rs_connect_cb cb, void *user);
 
 /* Timers. */
 typedef struct rs_timer rs_timer;

@@ -23,6 +23,7 @@ enum rs_op_kind {
     RS_OP_WRITE_FIXED, /* send from a registered buffer; io_uring only */
     RS_OP_SPLICE,      /* u.splice: fd_in -> fd_out; op->fd is the socket end */
     RS_OP_SENDFILE,    /* u.splice.fd_in/off_in -> op->fd with sendfile(2) */
+    RS_OP_READ,        /* read(2) of u.io from a pipe or eventfd (not a socket) */
     RS_OP__COUNT
 };
 
@@ -95,6 +96,9 @@ extern const struct rs_backend_ops rs__poll_ops;
 
 /* io_uring usable here? 0, or why not (-ENOSYS, -EPERM, -EOPNOTSUPP for a missing opcode). */
 int rs__uring_probe(void);
+
+/* A fresh fdgen for an operation on an fd that is not an rs_socket's (never repeats). */
+uint64_t rs__fdgen_next(void);
 
 /* Monotonic clock in ns. */
 int64_t rs__now(void);

@@ -21,7 +21,7 @@ static const int needed_ops[] = {
     IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
     IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
     IORING_OP_POLL_ADD, IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IORING_OP_SPLICE,
-    IORING_OP_PROVIDE_BUFFERS,
+    IORING_OP_PROVIDE_BUFFERS, IORING_OP_READ,
 };
 
 static int probe_result;
@@ -250,6 +250,9 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
         case RS_OP_SPLICE:
             io_uring_prep_splice(sqe, op->u.splice.fd_in, op->u.splice.off_in, op->u.splice.fd_out,
                                  op->u.splice.off_out, clamp_len(op->u.splice.len), op->u.splice.flags);
+            break;
+        case RS_OP_READ:
+            io_uring_prep_read(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), (__u64)-1);
             break;
         case RS_OP_TIMER:
             ts->tv_sec = op->deadline / 1000000000;
