@@ -273,7 +273,9 @@ int t_run(Suite *s)
         return 77;
     }
     SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_FORK);
+    /* fork mode unless the environment says otherwise (CK_FORK=no for debuggers and valgrind) */
+    if (!getenv("CK_FORK"))
+        srunner_set_fork_status(sr, CK_FORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
