@@ -42,10 +42,13 @@ struct rs_conn {
     rs_accept_cb acc_cb;
     void *acc_user;
 
-    struct rs_op rd_op;
-    bool rd_on, rd_armed, rd_paused;
+    struct rs_op rd_op, stash_op;
+    bool rd_on, rd_armed, rd_paused, rd_cancelling;
     rs_read_cb rd_cb;
     void *rd_user;
+    char *stash;    /* received after read_stop, before the cancel landed */
+    size_t stash_len, stash_cap;
+    int stash_end;  /* 0, 1 = EOF seen while stopped, < 0 = error seen while stopped */
 
     struct rs_op snd_op;
     bool snd_armed, in_send_cb;
@@ -95,6 +98,7 @@ static void finish_close(struct rs_conn *c)
     close(c->fd);
     if (c->close_cb)
         c->close_cb(c, c->close_user);
+    free(c->stash);
     free(c);
 }
 
@@ -255,28 +259,66 @@ EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
 
 static int read_arm(struct rs_conn *c);
 
+/* Bytes the kernel had already taken when reading was stopped (a multishot receive runs on until
+ * its cancel lands): kept for the next rs_conn_read_start, never dropped. */
+static void stash_add(struct rs_conn *c, const void *data, size_t n)
+{
+    if (c->stash_len + n > c->stash_cap) {
+        size_t cap = c->stash_cap ? c->stash_cap : 4096;
+        while (cap < c->stash_len + n)
+            cap *= 2;
+        char *p = realloc(c->stash, cap);
+        if (!p) {
+            c->stash_end = -ENOMEM; /* the stream has a hole: report it rather than lie */
+            return;
+        }
+        c->stash = p;
+        c->stash_cap = cap;
+    }
+    memcpy(c->stash + c->stash_len, data, n);
+    c->stash_len += n;
+}
+
+/* Data (res > 0) or the end (res <= 0) of the stream for the user, or the stash. */
+static void read_result(struct rs_conn *c, int res, const void *data)
+{
+    if (c->closing)
+        return;
+    if (res > 0) {
+        if (c->rd_on)
+            c->rd_cb(c, res, data, c->rd_user);
+        else
+            stash_add(c, data, (size_t)res);
+        return;
+    }
+    if (c->rd_on) {
+        c->rd_on = false;
+        c->rd_cb(c, res, NULL, c->rd_user);
+    } else if (!c->stash_end) {
+        c->stash_end = res == 0 ? 1 : res; /* 1 marks EOF */
+    }
+}
+
 static void read_cb(struct rs_op *op)
 {
     struct rs_conn *c = op->data;
     int res = op->res;
     if (!op->done) {
-        if (c->rd_on && !c->closing)
-            c->rd_cb(c, res, op->mdata, c->rd_user);
+        read_result(c, res, op->mdata);
         return;
     }
     c->rd_armed = false;
-    if (op_done(c) || !c->rd_on)
+    c->rd_cancelling = false;
+    if (op_done(c))
         return;
-    if (res == -ECANCELED && c->rd_paused)
-        return; /* back-pressure: the send side re-arms */
-    if (res > 0) {
-        c->rd_cb(c, res, op->mdata, c->rd_user);
-        if (c->rd_on && !c->closing && !c->rd_paused)
-            read_arm(c);
-        return;
-    }
-    c->rd_on = false;
-    c->rd_cb(c, res, NULL, c->rd_user);
+    if (res > 0)
+        read_result(c, res, op->mdata);
+    else if (!(res == -ECANCELED && op->cancelled))
+        read_result(c, res, NULL);
+    /* our own cancel (stop, pause) or a multishot the kernel ended with data: go on if wanted */
+    if ((res > 0 || (res == -ECANCELED && op->cancelled)) && c->rd_on && !c->rd_paused && !c->closing &&
+        !c->rd_armed)
+        read_arm(c);
 }
 
 static int read_arm(struct rs_conn *c)
@@ -289,6 +331,38 @@ static int read_arm(struct rs_conn *c)
     return r;
 }
 
+/* Stop the receive in flight (its completion re-arms if reading is wanted again by then). */
+static void read_cancel(struct rs_conn *c)
+{
+    if (c->rd_armed && !c->rd_cancelling) {
+        c->rd_cancelling = true;
+        rs__loop_cancel(c->loop, &c->rd_op);
+    }
+}
+
+static void stash_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    if (op_done(c))
+        return;
+    if (c->closing || !c->rd_on)
+        return;
+    if (c->stash_len) {
+        size_t n = c->stash_len;
+        c->stash_len = 0;
+        c->rd_cb(c, (ssize_t)n, c->stash, c->rd_user);
+    }
+    if (c->stash_end && c->rd_on && !c->closing) {
+        int end = c->stash_end == 1 ? 0 : c->stash_end;
+        c->stash_end = 0;
+        c->rd_on = false;
+        c->rd_cb(c, end, NULL, c->rd_user);
+        return;
+    }
+    if (c->rd_on && !c->closing && !c->rd_armed && !c->rd_paused)
+        read_arm(c);
+}
+
 EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
 {
     if (!c || !cb)
@@ -297,14 +371,22 @@ EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
         return -EBADF;
     if (c->rd_on)
         return -EALREADY;
-    c->rd_cb = cb;
-    c->rd_user = user;
-    c->rd_paused = false;
-    if (!c->rd_armed) {
+    if (c->stash_len || c->stash_end) {
+        /* what arrived while stopped comes first, from the loop (never inside this call) */
+        conn_op(c, &c->stash_op, RS_OP_TIMER, stash_cb);
+        c->stash_op.fd = -1;
+        c->stash_op.deadline = rs__now();
+        int r = submit(c, &c->stash_op);
+        if (r < 0)
+            return r;
+    } else if (!c->rd_armed && !c->rd_paused) {
         int r = read_arm(c);
         if (r < 0)
             return r;
     }
+    /* a cancel still in flight re-arms when it completes (read_cb) */
+    c->rd_cb = cb;
+    c->rd_user = user;
     c->rd_on = true;
     return 0;
 }
@@ -316,8 +398,7 @@ EXPORT int rs_conn_read_stop(rs_conn *c)
     if (!c->rd_on)
         return 0;
     c->rd_on = false;
-    if (c->rd_armed)
-        rs__loop_cancel(c->loop, &c->rd_op);
+    read_cancel(c);
     return 0;
 }
 
@@ -330,7 +411,7 @@ static void maybe_resume_reading(struct rs_conn *c)
     if (c->rd_paused && c->sq_bytes <= RS_CONN_SEND_HIGH / 2 && !c->closing) {
         c->rd_paused = false;
         if (c->rd_on && !c->rd_armed)
-            read_arm(c);
+            read_arm(c); /* else the cancel in flight re-arms on completion */
     }
 }
 
@@ -422,9 +503,9 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
     c->sq_bytes += len;
     if (!c->snd_armed && !c->in_send_cb)
         send_kick(c);
-    if (c->sq_bytes > RS_CONN_SEND_HIGH && c->rd_armed && !c->rd_paused) {
+    if (c->sq_bytes > RS_CONN_SEND_HIGH && !c->rd_paused) {
         c->rd_paused = true;
-        rs__loop_cancel(c->loop, &c->rd_op);
+        read_cancel(c);
     }
     return 0;
 }
@@ -454,7 +535,7 @@ EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
         rs__loop_cancel(c->loop, &c->acc_op);
     if (c->backoff_armed)
         rs__loop_cancel(c->loop, &c->backoff_op);
-    if (c->rd_armed)
+    if (c->rd_armed && !c->rd_cancelling)
         rs__loop_cancel(c->loop, &c->rd_op);
     if (c->snd_armed)
         rs__loop_cancel(c->loop, &c->snd_op);

@@ -338,8 +338,13 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
     }
     if (data)
         recycle(be, flags >> IORING_CQE_BUFFER_SHIFT);
-    if (rearm && !op->done && queue(loop, op) < 0)
-        rs__op_complete(loop, op, -EBUSY);
+    /* the callback may have stopped it meanwhile (op->cancelled): then it ends here */
+    if (rearm && !op->done) {
+        if (op->cancelled)
+            rs__op_complete(loop, op, -ECANCELED);
+        else if (queue(loop, op) < 0)
+            rs__op_complete(loop, op, -EBUSY);
+    }
 }
 
 /* A CQE for op: finish it, or (polling / an unexpected EAGAIN) go round again. */
