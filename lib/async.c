@@ -25,6 +25,7 @@ struct send_req {
     struct send_req *next;
     const char *buf;
     size_t len, off;
+    size_t report; /* what cb is told on success: len, or a whole rs_conn_sendv's total */
     rs_send_cb cb;
     void *user;
 };
@@ -436,7 +437,7 @@ static void send_cb(struct rs_op *op)
             if (!c->sq_head)
                 c->sq_tail = NULL;
             if (q->cb)
-                q->cb(c, (ssize_t)q->len, q->user);
+                q->cb(c, (ssize_t)q->report, q->user);
             free(q);
         }
     } else {
@@ -485,6 +486,27 @@ static void send_kick(struct rs_conn *c)
         rs__loop_defer(c->loop, &c->snd_op, -EBUSY); /* fails the queue from the loop */
 }
 
+static void queue_send(struct rs_conn *c, struct send_req *q)
+{
+    if (c->sq_tail)
+        c->sq_tail->next = q;
+    else
+        c->sq_head = q;
+    c->sq_tail = q;
+    c->sq_bytes += q->len;
+}
+
+/* After queueing: start sending if idle, and pause reading above the high-water mark. */
+static void after_queue(struct rs_conn *c)
+{
+    if (!c->snd_armed && !c->in_send_cb)
+        send_kick(c);
+    if (c->sq_bytes > RS_CONN_SEND_HIGH && !c->rd_paused) {
+        c->rd_paused = true;
+        read_cancel(c);
+    }
+}
+
 EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, void *user)
 {
     if (!c || (!buf && len))
@@ -494,19 +516,41 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
     struct send_req *q = malloc(sizeof *q);
     if (!q)
         return -ENOMEM;
-    *q = (struct send_req){ .buf = buf, .len = len, .cb = cb, .user = user };
-    if (c->sq_tail)
-        c->sq_tail->next = q;
-    else
-        c->sq_head = q;
-    c->sq_tail = q;
-    c->sq_bytes += len;
-    if (!c->snd_armed && !c->in_send_cb)
-        send_kick(c);
-    if (c->sq_bytes > RS_CONN_SEND_HIGH && !c->rd_paused) {
-        c->rd_paused = true;
-        read_cancel(c);
+    *q = (struct send_req){ .buf = buf, .len = len, .report = len, .cb = cb, .user = user };
+    queue_send(c, q);
+    after_queue(c);
+    return 0;
+}
+
+EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_send_cb cb, void *user)
+{
+    if (!c || !iov || iovcnt <= 0 || iovcnt > SEND_BATCH)
+        return -EINVAL;
+    if (c->closing)
+        return -EBADF;
+    struct send_req *q[SEND_BATCH];
+    size_t total = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (!iov[i].iov_base && iov[i].iov_len)
+            return -EINVAL;
+        total += iov[i].iov_len;
     }
+    /* all or nothing: allocate every piece before queueing any */
+    for (int i = 0; i < iovcnt; i++) {
+        q[i] = malloc(sizeof *q[i]);
+        if (!q[i]) {
+            while (i--)
+                free(q[i]);
+            return -ENOMEM;
+        }
+        /* one callback, on the last piece, with the total */
+        bool last = i == iovcnt - 1;
+        *q[i] = (struct send_req){ .buf = iov[i].iov_base, .len = iov[i].iov_len, .report = total,
+                                   .cb = last ? cb : NULL, .user = user };
+    }
+    for (int i = 0; i < iovcnt; i++)
+        queue_send(c, q[i]);
+    after_queue(c);
     return 0;
 }
 

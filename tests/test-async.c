@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1943,6 +1944,140 @@ START_TEST(bad_input)
 }
 END_TEST
 
+/* ---- vectored send and multi-thread serving ------------------------------------------------- */
+
+struct sv_result {
+    int calls;
+    ssize_t status;
+};
+
+static void sv_sent(rs_conn *c, ssize_t status, void *user)
+{
+    (void)c;
+    struct sv_result *r = user;
+    r->calls++;
+    r->status = status;
+}
+
+/* rs_conn_sendv: one callback with the total, the pieces arrive in order and whole. */
+START_TEST(sendv_one_callback_with_total_in_order)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    int cfd;
+    rs_conn *c = pair(l, &cfd, (struct bufs){ 0 });
+    struct iovec iov[3] = { { pat, 10 }, { pat + 10, 70000 }, { pat + 70010, 5 } };
+    struct sv_result r = { 0, 0 };
+    ASSERT_ERR(rs_conn_sendv(c, iov, 3, sv_sent, &r), 0);
+    ck_assert_int_eq(r.calls, 0); /* never inside the call */
+    struct reader rd = { .fd = cfd };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, slow_reader, &rd), 0);
+    RUN_UNTIL(l, r.calls == 1, 5);
+    ck_assert_int_eq(r.status, 70015);
+    close_and_wait(l, c);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(rd.bad, 0);
+    ck_assert_uint_eq(rd.got, 70015);
+    close(cfd);
+    struct iovec bad[1] = { { NULL, 3 } };
+    rs_conn *c2 = pair(l, &cfd, (struct bufs){ 0 });
+    ASSERT_ERR(rs_conn_sendv(c2, bad, 1, sv_sent, &r), -EINVAL);
+    ASSERT_ERR(rs_conn_sendv(c2, iov, 0, sv_sent, &r), -EINVAL);
+    ASSERT_ERR(rs_conn_sendv(c2, iov, 65, sv_sent, &r), -EINVAL);
+    close_and_wait(l, c2);
+    close(cfd);
+    loop_free(l);
+}
+END_TEST
+
+static atomic_int serve_accepted[2];
+
+static void serve_conn_closed(rs_conn *c, void *u)
+{
+    (void)c;
+    (void)u;
+}
+
+static void serve_on_accept(rs_conn *l, rs_conn *c, int status, void *user)
+{
+    (void)l;
+    if (status < 0 || !c)
+        return;
+    atomic_fetch_add(&serve_accepted[(int)(intptr_t)user], 1);
+    rs_conn_close(c, serve_conn_closed, NULL); /* the client sees EOF: its recv returns */
+}
+
+static void serve_on_start(rs_loop *loop, rs_conn *listener, int index, void *user)
+{
+    (void)loop;
+    (void)user;
+    ck_assert_int_eq(rs_conn_accept_start(listener, serve_on_accept, (void *)(intptr_t)index), 0);
+}
+
+/* Connect from a thread pinned to cpu; returns after each connection was accepted and closed. */
+static void serve_connect_from(int cpu, int port, int n)
+{
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        ck_assert_int_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
+    }
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    for (int i = 0; i < n; i++) {
+        int fd = dial((struct sockaddr_storage *)&a, sizeof a, 0, 0);
+        ck_assert_int_ge(fd, 0);
+        char b;
+        struct timeval tv = { .tv_sec = 5 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ck_assert_int_eq(recv(fd, &b, 1, 0), 0);
+        close(fd);
+    }
+}
+
+/* rs_serve: every worker accepts (kernel hash), and with steer_by_cpu a client on CPU k lands on
+ * worker k. */
+START_TEST(serve_workers_share_and_steer_by_cpu)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    for (int steer = 0; steer <= (cpus >= 2); steer++) {
+        atomic_store(&serve_accepted[0], 0);
+        atomic_store(&serve_accepted[1], 0);
+        struct rs_serve_opts o = RS_SERVE_OPTS_INIT;
+        o.threads = 2;
+        o.host = "127.0.0.1";
+        o.steer_by_cpu = steer;
+        o.on_start = serve_on_start;
+        rs_serve *sv;
+        ASSERT_ERR(rs_serve_start(&sv, &o), 0);
+        int port = rs_serve_port(sv);
+        ck_assert_int_gt(port, 0);
+        if (steer) {
+            serve_connect_from(0, port, 20);
+            ck_assert_int_eq(atomic_load(&serve_accepted[0]), 20);
+            ck_assert_int_eq(atomic_load(&serve_accepted[1]), 0);
+            serve_connect_from(1, port, 20);
+            ck_assert_int_eq(atomic_load(&serve_accepted[1]), 20);
+        } else {
+            /* the kernel's hash: with 64 connections both get some (a miss is ~2^-63) */
+            serve_connect_from(-1, port, 64);
+            ck_assert_int_eq(atomic_load(&serve_accepted[0]) + atomic_load(&serve_accepted[1]), 64);
+            ck_assert_int_gt(atomic_load(&serve_accepted[0]), 0);
+            ck_assert_int_gt(atomic_load(&serve_accepted[1]), 0);
+        }
+        ASSERT_ERR(rs_serve_stop(sv), 0);
+    }
+    struct rs_serve_opts bad = RS_SERVE_OPTS_INIT;
+    rs_serve *sv;
+    ASSERT_ERR(rs_serve_start(&sv, &bad), -EINVAL); /* no on_start */
+    bad.on_start = serve_on_start;
+    bad.threads = (int)cpus + 1;
+    bad.steer_by_cpu = true;
+    ASSERT_ERR(rs_serve_start(&sv, &bad), -EINVAL);
+}
+END_TEST
+
 /* ---- suite ------------------------------------------------------------------------------------ */
 
 static TCase *tcase(Suite *s, const char *name, double timeout)
@@ -1972,6 +2107,10 @@ static Suite *make_suite(void)
 
     tc = tcase(s, "send", 30);
     tcase_add_test(tc, sends_complete_in_order);
+    tcase_add_test(tc, sendv_one_callback_with_total_in_order);
+
+    tc = tcase(s, "serve", 30);
+    tcase_add_test(tc, serve_workers_share_and_steer_by_cpu);
 
     tc = tcase(s, "close", 20);
     tcase_add_test(tc, close_with_sends_in_flight);

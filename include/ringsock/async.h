@@ -8,8 +8,10 @@
 #ifndef RINGSOCK_ASYNC_H
 #define RINGSOCK_ASYNC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <ringsock/loop.h>
 #include <ringsock/net.h>
@@ -81,6 +83,47 @@ typedef void (*rs_connect_cb)(rs_conn *c, int status, void *user);
  * stay valid until cb. Returns 0 (cb follows, from the loop) or -EINVAL / -ENOMEM. */
 int rs_conn_connect(rs_loop *loop, const char *host, const char *port, const struct rs_connect_opts *opts,
                     rs_connect_cb cb, void *user);
+
+/* Send the iovcnt buffers of iov as one ordered send (the buffers, not the iov array, must stay
+ * valid until cb; at most 64). cb gets the total length. */
+int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_send_cb cb, void *user);
+
+/* A server on N threads: each thread has its own loop and its own SO_REUSEPORT listener, so the
+ * kernel spreads connections over them (one loop per thread, never shared). */
+typedef struct rs_serve rs_serve;
+
+/* Called on each worker thread once its loop and listener exist: start accepting there
+ * (rs_conn_accept_start). The listener belongs to the worker; it is closed at rs_serve_stop. */
+typedef void (*rs_serve_start_cb)(rs_loop *loop, rs_conn *listener, int index, void *user);
+
+struct rs_serve_opts {
+    int threads;                /* workers; 0 = one per online CPU */
+    const char *host, *port;    /* as rs_create_server; port "0" = one ephemeral port for all */
+    int family;                 /* AF_INET (default) or AF_INET6 */
+    int backlog;                /* < 0: the default */
+    bool steer_by_cpu;          /* a classic-BPF reuseport program sends each connection to the
+                                   listener of the CPU that received it; workers are pinned to
+                                   CPUs 0..threads-1 (needs threads <= online CPUs) */
+    struct rs_loop_opts loop;   /* for every worker's loop */
+    rs_serve_start_cb on_start; /* required */
+    /* optional: at rs_serve_stop, on each worker after its listener is closed: close the conns
+     * you made on that loop; the worker then runs its loop until nothing is pending (at most
+     * 5 s; a loop still busy after that is abandoned, not freed under its operations) */
+    void (*on_stop)(rs_loop *loop, int index, void *user);
+    void *user;
+};
+#define RS_SERVE_OPTS_INIT { .threads = 0, .host = NULL, .port = "0", .family = AF_INET, .backlog = -1, \
+                             .steer_by_cpu = false, .loop = RS_LOOP_OPTS_INIT, .on_start = NULL, .on_stop = NULL, \
+                             .user = NULL }
+
+/* Start the workers. Returns 0 once every worker is accepting, or the first error (nothing is
+ * left running). */
+int rs_serve_start(rs_serve **out, const struct rs_serve_opts *opts);
+/* The port all workers listen on. */
+int rs_serve_port(const rs_serve *sv);
+/* Stop every worker (listener closed, on_stop, loop drained and freed), join them, free sv.
+ * From any thread but a worker's. */
+int rs_serve_stop(rs_serve *sv);
 
 /* Timers. */
 typedef struct rs_timer rs_timer;
