@@ -53,6 +53,7 @@ struct rs_conn {
 
     struct rs_op snd_op;
     bool snd_armed, in_send_cb;
+    bool zc_off; /* the socket refused zero-copy (AF_UNIX): plain sends from now on */
     struct send_req *sq_head, *sq_tail;
     size_t sq_bytes;
     struct iovec iov[SEND_BATCH];
@@ -421,6 +422,13 @@ static void send_cb(struct rs_op *op)
     struct rs_conn *c = op->data;
     int res = op->res;
     c->snd_armed = false;
+    if (op->zc && (res == -EOPNOTSUPP || res == -EINVAL) && !c->closing) {
+        /* zero-copy is for TCP/UDP: go again, copying, with nothing lost */
+        c->zc_off = true;
+        c->inflight--;
+        send_kick(c);
+        return;
+    }
     c->in_send_cb = true;
     if (res >= 0) {
         size_t n = (size_t)res;
@@ -480,6 +488,10 @@ static void send_kick(struct rs_conn *c)
         conn_op(c, &c->snd_op, RS_OP_SENDMSG, send_cb);
         c->snd_op.u.msg = &c->msg;
     }
+    size_t bytes = c->snd_op.kind == RS_OP_SEND ? c->snd_op.u.io.len : 0;
+    for (size_t i = 0; c->snd_op.kind == RS_OP_SENDMSG && i < c->msg.msg_iovlen; i++)
+        bytes += c->iov[i].iov_len;
+    c->snd_op.zc = !c->zc_off && bytes >= c->loop->zc_threshold;
     if (submit(c, &c->snd_op) == 0)
         c->snd_armed = true;
     else

@@ -103,6 +103,7 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     loop->id = atomic_fetch_add(&next_id, 1);
     loop->buf_count = buf_count;
     loop->buf_size = buf_size;
+    loop->zc_threshold = opts->zc_threshold ? opts->zc_threshold : RS_ZC_THRESHOLD_DEFAULT;
     int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
     while (r < 0 && probing && backend != RS_BACKEND_POLL) {
         /* AUTO's probe said yes but this ring was refused (a seccomp filter installed after the

@@ -27,7 +27,12 @@ struct rs_loop {
     struct rs_pipepool *pipes;  /* rs_sendfile's splice pipes and counters (sendfile.c) */
     uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
     unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
+    unsigned zc_threshold;        /* bytes from which completion-API sends go zero-copy */
 };
+
+/* Zero-copy lost to copying at every size from 4 KiB to 1 MiB on loopback (bench/zc-threshold:
+ * 0.06-0.41x the throughput, 1.6-3.7x the CPU per MiB; docs/performance.md), so it is opt-in. */
+#define RS_ZC_THRESHOLD_DEFAULT RS_ZC_NEVER
 
 /* Submit op on loop (counts it as pending). */
 int rs__loop_submit(struct rs_loop *loop, struct rs_op *op);

@@ -35,8 +35,9 @@
  * concurrent transfer would meet pipe-user-pages-soft (64 MiB per user) near 64 transfers of 1 MiB
  * pipes; past this cap transfers use sendfile(2), so there is no cliff. */
 #define PIPES_MAX 64
-/* Idle pipes a loop keeps for its next transfers. */
-#define POOL_IDLE 2
+/* Idle pipes a loop keeps for its next transfers: a blocking call needs one at a time, and an idle
+ * pipe a thread keeps is one another thread cannot have. */
+#define POOL_IDLE 1
 /* file->pipe->socket pairs per submission: 4 (up to 4 MiB per io_uring_enter) moved as fast as
  * 1 or 16 in the prototype runs of bench/sendfile and takes a quarter of 1's submissions. */
 #define BATCH_PAIRS 4
@@ -286,8 +287,13 @@ static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe
         }
         if (ran == 0)
             err = -EBUSY;
+        /* an io-wq worker interrupted (a cancel racing the op) moved nothing: go again; a
+         * deadline that passed meanwhile ends the next op at once */
+        if (err == -EINTR)
+            err = 0;
         if (err == 0) {
-            deadline = rs__sock_deadline(x->s);
+            if (last_progress > batch_start)
+                deadline = rs__sock_deadline(x->s);
             continue;
         }
         if (err == -ETIMEDOUT && tmo > 0 && last_progress > batch_start && last_progress + tmo > rs__now()) {

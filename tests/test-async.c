@@ -1990,6 +1990,52 @@ START_TEST(sendv_one_callback_with_total_in_order)
 }
 END_TEST
 
+/* Zero-copy sends (zc_threshold 1 forces them on io_uring; elsewhere plain sends): data intact,
+ * one callback each, in order; on AF_UNIX the kernel refuses zero-copy and the conn falls back
+ * to copying without losing a send. */
+START_TEST(zero_copy_sends_intact_and_unix_falls_back)
+{
+    struct rs_loop_opts o = RS_LOOP_OPTS_INIT;
+    o.zc_threshold = 1;
+    rs_loop *l;
+    ASSERT_ERR(rs_loop_new(&l, &o), 0);
+    for (int unix_pair = 0; unix_pair <= 1; unix_pair++) {
+        int cfd;
+        rs_conn *c;
+        if (unix_pair) {
+            int sv[2];
+            ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+            cfd = sv[1];
+            ASSERT_ERR(rs_conn_open(&c, l, sv[0]), 0);
+        } else {
+            c = pair(l, &cfd, (struct bufs){ 0 });
+        }
+        struct sv_result r[8];
+        memset(r, 0, sizeof r);
+        size_t total = 0;
+        for (int i = 0; i < 8; i++) {
+            size_t n = 1000 + (size_t)i * 30000;
+            ASSERT_ERR(rs_conn_send(c, pat + total, n, sv_sent, &r[i]), 0);
+            total += n;
+        }
+        struct reader rd = { .fd = cfd };
+        pthread_t th;
+        ck_assert_int_eq(pthread_create(&th, NULL, slow_reader, &rd), 0);
+        RUN_UNTIL(l, r[7].calls == 1, 5);
+        for (int i = 0; i < 8; i++) {
+            ck_assert_int_eq(r[i].calls, 1);
+            ck_assert_int_eq(r[i].status, (ssize_t)(1000 + (size_t)i * 30000));
+        }
+        close_and_wait(l, c);
+        ck_assert_int_eq(pthread_join(th, NULL), 0);
+        ck_assert_int_eq(rd.bad, 0);
+        ck_assert_uint_eq(rd.got, total);
+        close(cfd);
+    }
+    loop_free(l);
+}
+END_TEST
+
 static atomic_int serve_accepted[2];
 
 static void serve_conn_closed(rs_conn *c, void *u)
@@ -2108,6 +2154,7 @@ static Suite *make_suite(void)
     tc = tcase(s, "send", 30);
     tcase_add_test(tc, sends_complete_in_order);
     tcase_add_test(tc, sendv_one_callback_with_total_in_order);
+    tcase_add_test(tc, zero_copy_sends_intact_and_unix_falls_back);
 
     tc = tcase(s, "serve", 30);
     tcase_add_test(tc, serve_workers_share_and_steer_by_cpu);

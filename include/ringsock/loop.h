@@ -35,8 +35,14 @@ struct rs_loop_opts {
     unsigned flags;     /* RS_LOOP_* */
     unsigned buf_count; /* provided receive buffers (a power of two); 0 = default (1024) */
     unsigned buf_size;  /* bytes each; 0 = default (4096) */
+    unsigned zc_threshold; /* completion-API sends of at least this many bytes go zero-copy on
+                              io_uring (SEND_ZC); 0 = the default: never, since on loopback zero-copy
+                              lost at every size measured (docs/performance.md);
+                              RS_ZC_NEVER = never */
 };
-#define RS_LOOP_OPTS_INIT { .backend = RS_BACKEND_AUTO, .entries = 0, .flags = 0, .buf_count = 0, .buf_size = 0 }
+#define RS_ZC_NEVER 0xffffffffu
+#define RS_LOOP_OPTS_INIT { .backend = RS_BACKEND_AUTO, .entries = 0, .flags = 0, .buf_count = 0, .buf_size = 0, \
+                            .zc_threshold = 0 }
 
 /* Create a loop. opts NULL = RS_LOOP_OPTS_INIT. Returns 0 and *out, or -EINVAL (bad option or
  * RINGSOCK_BACKEND value), -ENOSYS/-EPERM (the backend asked for is unavailable: io_uring

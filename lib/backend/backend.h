@@ -43,6 +43,8 @@ struct rs_op {
     bool cancelled; /* rs__loop_cancel was asked: -ECANCELED is not a timeout */
     uint8_t bstate; /* backend-private state */
     bool link;      /* io_uring: the next submitted op runs only if this one fully succeeds */
+    bool zc;        /* SEND / SENDMSG: zero-copy on io_uring where the kernel has it; the op
+                       completes only once the kernel let go of the buffer (its notification) */
     bool multishot; /* ACCEPT / RECV: one result per connection / chunk until stopped; a RECV
                        with u.io.buf NULL receives into the loop's provided buffers */
     int fd;

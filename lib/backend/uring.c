@@ -75,6 +75,7 @@ struct uring_be {
     char *bufs;
     size_t bufs_bytes;
     unsigned nbufs, bufsz;
+    bool has_zc; /* SEND_ZC and SENDMSG_ZC (6.0 / 6.1) */
 };
 
 static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
@@ -110,6 +111,12 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
     if (r < 0) {
         free(be);
         return r;
+    }
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&be->ring);
+    if (probe) {
+        be->has_zc = io_uring_opcode_supported(probe, IORING_OP_SEND_ZC) &&
+                     io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
+        io_uring_free_probe(probe);
     }
     loop->be = be;
     return 0;
@@ -185,6 +192,8 @@ static unsigned clamp_len(size_t len) { return len > 0x7ffff000u ? 0x7ffff000u :
  * is not pollable inside io_uring; older kernels honour O_NONBLOCK on sockets) and for
  * SENDFILE, which io_uring has no opcode for. */
 #define POLLING 0x1
+/* op->bstate: a zero-copy send has its result and waits for the notification CQE */
+#define ZC_NOTIF 0x2
 
 /* Put op's SQE(s) in the ring: the operation (or its poll), plus a LINK_TIMEOUT for a deadline. */
 static int queue(struct rs_loop *loop, struct rs_op *op)
@@ -213,7 +222,10 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
                 io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
             break;
         case RS_OP_SEND:
-            io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
+            if (op->zc && ((struct uring_be *)loop->be)->has_zc)
+                io_uring_prep_send_zc(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL, 0);
+            else
+                io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
             break;
         case RS_OP_RECV:
             if (op->multishot) {
@@ -234,7 +246,10 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             }
             break;
         case RS_OP_SENDMSG:
-            io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
+            if (op->zc && ((struct uring_be *)loop->be)->has_zc)
+                io_uring_prep_sendmsg_zc(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
+            else
+                io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
             break;
         case RS_OP_RECVMSG:
             io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
@@ -353,6 +368,17 @@ static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned fla
     if (op->multishot) {
         handle_multishot(loop, op, res, flags);
         return true;
+    }
+    if (op->zc && !(op->bstate & POLLING)) {
+        if (flags & IORING_CQE_F_NOTIF) {
+            /* the kernel is done with the buffer: now the result counts */
+            op->bstate &= (uint8_t)~ZC_NOTIF;
+            res = op->res;
+        } else if (flags & IORING_CQE_F_MORE) {
+            op->res = res;
+            op->bstate |= ZC_NOTIF;
+            return false;
+        }
     }
     if (op->bstate & POLLING) {
         op->bstate &= (uint8_t)~POLLING;
