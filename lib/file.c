@@ -103,10 +103,17 @@ EXPORT int rs_makefile(rs_file **out, rs_socket *s, const char *mode, long buffe
 
 /* ---- one operation on the socket ---------------------------------------------------------- */
 
-/* WRITE_FIXED goes through the socket's write_iter, which cannot take MSG_NOSIGNAL: a peer that
- * has gone raises SIGPIPE (measured: the process dies). Block it in this thread for the
- * operation and swallow the one the operation raised; a caller that blocks SIGPIPE already
- * keeps its own. */
+/* Flushes shorter than this go by SEND (MSG_NOSIGNAL) even from a registered buffer.
+ * WRITE_FIXED goes through the socket's write_iter, which cannot take MSG_NOSIGNAL: a peer that
+ * has gone raises SIGPIPE (measured: the process dies), so it needs the guard below, two
+ * sigprocmask calls. Measured with 100-byte line-buffered flushes: 3 syscalls and +35 % CPU
+ * per line against SEND's 1; with 64 KiB flushes the guard is lost in the noise and WRITE_FIXED
+ * and SEND are at parity (docs/performance.md). (io_uring's SEND refuses fixed buffers on 6.18,
+ * -EINVAL; SEND_ZC takes them but loses on loopback, bench/zc-threshold.) */
+#define FIXED_WRITE_MIN (16 * 1024)
+
+/* Block SIGPIPE in this thread for one WRITE_FIXED and swallow the one it raised; a caller that
+ * blocks SIGPIPE already keeps its own. */
 struct pipe_guard {
     sigset_t old;
     bool armed;
@@ -148,7 +155,7 @@ static ssize_t xfer(rs_file *f, bool tx, const struct rs_buf *b, void *p, size_t
     int r = rs_loop_default(&loop);
     if (r < 0)
         return r;
-    int idx = b && !flags && !f->no_fixed ? rs__buf_fixed_index(b, loop) : -1;
+    int idx = b && !flags && !f->no_fixed && (!tx || len >= FIXED_WRITE_MIN) ? rs__buf_fixed_index(b, loop) : -1;
     int kind = tx ? (idx >= 0 ? RS_OP_WRITE_FIXED : RS_OP_SEND) : (idx >= 0 ? RS_OP_READ_FIXED : RS_OP_RECV);
     struct rs_op op;
     rs__sock_op(&op, f->sock, kind, rs__sock_deadline(f->sock));
