@@ -191,21 +191,25 @@ static int read_check(rs_file *f)
     return f->timed_out ? -EIO : 0;
 }
 
-static int rbuf_ensure(rs_file *f, size_t size)
+/* pooled: registered with the calling thread's loop where it can be (a file buffer); the
+ * unbuffered peek's scratch page only ever sees MSG_PEEK receives and takes no pool slot. */
+static int rbuf_ensure(rs_file *f, size_t size, bool pooled)
 {
     if (f->rbuf.mem)
         return 0;
-    struct rs_loop *loop;
-    int r = rs_loop_default(&loop);
-    if (r < 0)
-        return r;
-    return rs__buf_get(f->no_fixed ? NULL : loop, size, &f->rbuf);
+    struct rs_loop *loop = NULL;
+    if (pooled && !f->no_fixed) {
+        int r = rs_loop_default(&loop);
+        if (r < 0)
+            return r;
+    }
+    return rs__buf_get(loop, size, &f->rbuf);
 }
 
 /* One receive into the (empty) buffer. >0 bytes now buffered, 0 EOF, or an error. */
 static ssize_t fill(rs_file *f)
 {
-    int e = rbuf_ensure(f, f->bufsize);
+    int e = rbuf_ensure(f, f->bufsize, true);
     if (e < 0)
         return e;
     f->rpos = f->rend = 0;
@@ -353,7 +357,7 @@ EXPORT ssize_t rs_file_peek(rs_file *f, const void **data)
     *data = NULL;
     if (f->bufsize == 0) {
         /* no buffer to show: look at the socket's queue without consuming it */
-        e = rbuf_ensure(f, PEEK_SCRATCH);
+        e = rbuf_ensure(f, PEEK_SCRATCH, false);
         if (e < 0)
             return e;
         ssize_t r = rx(f, NULL, f->rbuf.mem, PEEK_SCRATCH, MSG_PEEK);
