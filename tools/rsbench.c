@@ -1,6 +1,8 @@
 /* rsbench: ringsock's benchmark tool. `rsbench demo` measures TCP ping-pong round trips over loopback
- * on each backend against plain blocking send/recv, in the same run. Subcommands are rows of one
- * table (cmds[] at the bottom): a new mode is a function and a row. */
+ * on each backend against plain blocking send/recv, in the same run; `rsbench server` and
+ * `rsbench client` (rsbench_server.c, rsbench_client.c) are an echo/stream/connect/sendfile server
+ * and its load generator on the completion API. Subcommands are rows of one table (cmds[] at the
+ * bottom): a new mode is a function and a row. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -24,7 +26,9 @@
 
 #include <ringsock/ringsock.h>
 
-#define PROG "rsbench"
+#include "rsbench_common.h"
+
+#define PROG RSB_PROG
 
 /* ---- small helpers ------------------------------------------------------------------------------ */
 
@@ -812,6 +816,10 @@ struct cmd {
 
 static const struct cmd cmds[] = {
     { "demo", cmd_demo, demo_help, "TCP ping-pong on each backend against plain send/recv" },
+    { "server", rsb_cmd_server, rsb_server_help,
+      "an echo, stream, connect or sendfile server (completion API)" },
+    { "client", rsb_cmd_client, rsb_client_help,
+      "load a server: messages/s, MB/s, latency percentiles, errors" },
 };
 
 static void help(FILE *f)
