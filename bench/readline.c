@@ -188,10 +188,10 @@ static int reader_main(const char *variant, unsigned short port, long bufsize)
 /* ---- the driver --------------------------------------------------------------------------- */
 
 struct variant {
-    const char *name;    /* as printed */
-    const char *reader;  /* baseline | ringsock | python */
+    const char *name;   /* as printed */
+    const char *reader; /* baseline | ringsock | python */
     long bufsize;
-    const char *env[3];  /* extra environment for the reader */
+    const char *env[3]; /* extra environment for the reader */
 };
 
 struct result {
@@ -321,8 +321,8 @@ static int run_reader(const struct variant *v, int l, unsigned short port, size_
     if (p)
         res->fixed_ops = strtoull(p + 10, NULL, 10);
     p = strstr(buf, "lines=");
-    if (!p || sscanf(p, "lines=%llu bytes=%llu sum=%llu secs=%lf cpu=%lf", &res->lines, &res->bytes, &res->sum,
-                     &res->secs, &res->cpu) != 5) {
+    if (!p || sscanf(p, "lines=%llu bytes=%llu sum=%llu secs=%lf cpu=%lf", &res->lines, &res->bytes,
+                     &res->sum, &res->secs, &res->cpu) != 5) {
         fprintf(stderr, "readline: %s: no report (status %d): %s\n", v->name, st, buf);
         unlink(perf_out);
         return -1;
@@ -395,7 +395,8 @@ int main(int argc, char **argv)
     }
     if (reps < 1 || reps > MAX_REPS || mib < 1)
         return 2;
-    if (use_perf && system("perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1") != 0) {
+    if (use_perf &&
+        system("perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true >/dev/null 2>&1") != 0) {
         fprintf(stderr, "readline: perf stat -e raw_syscalls:sys_enter unusable: syscalls not measured\n");
         use_perf = false;
     }
@@ -410,7 +411,9 @@ int main(int argc, char **argv)
     int nv = 0;
     vs[nv++] = (struct variant){ "baseline", "baseline", 65536, { NULL } };
     vs[nv++] = (struct variant){ "rs-fixed", "ringsock", -1, { "RINGSOCK_BACKEND=uring", NULL } };
-    vs[nv++] = (struct variant){ "rs-heap", "ringsock", -1, { "RINGSOCK_BACKEND=uring", "RINGSOCK_NO_FIXED=1", NULL } };
+    vs[nv++] = (struct variant){
+        "rs-heap", "ringsock", -1, { "RINGSOCK_BACKEND=uring", "RINGSOCK_NO_FIXED=1", NULL }
+    };
     vs[nv++] = (struct variant){ "rs-epoll", "ringsock", -1, { "RINGSOCK_BACKEND=epoll", NULL } };
     if (python)
         vs[nv++] = (struct variant){ "python", "python", -1, { NULL } };
@@ -455,10 +458,10 @@ int main(int argc, char **argv)
     }
 
     double mibf = (double)data_len / (1 << 20);
-    printf("readline: %.0f MiB, %llu lines (mean %.1f B), %d interleaved reps, reader CPU 0, writer CPU 1\n", mibf,
-           want.lines, (double)want.bytes / (double)want.lines, reps);
-    printf("%-14s %14s %16s %10s %14s %12s %14s %10s\n", "variant", "Mlines/s", "GB/s (min..max)", "x baseline",
-           "CPU us/MiB", "syscalls/MiB", "fixed ops/MiB", "");
+    printf("readline: %.0f MiB, %llu lines (mean %.1f B), %d interleaved reps, reader CPU 0, writer CPU 1\n",
+           mibf, want.lines, (double)want.bytes / (double)want.lines, reps);
+    printf("%-14s %14s %16s %10s %14s %12s %14s %10s\n", "variant", "Mlines/s", "GB/s (min..max)",
+           "x baseline", "CPU us/MiB", "syscalls/MiB", "fixed ops/MiB", "");
     for (int v = 0; v < nv; v++) {
         double gbs[MAX_REPS], mls[MAX_REPS], ratio[MAX_REPS], cpu[MAX_REPS], sys[MAX_REPS];
         for (int rep = 0; rep < reps; rep++) {
@@ -490,11 +493,12 @@ int main(int argc, char **argv)
             cpu[rep] = r->cpu * 1e6 / mibf;
             sys[rep] = r->syscalls >= 0 && null_sys[v] >= 0 ? (r->syscalls - null_sys[v]) / mibf : -1;
         }
-        printf("bench=readline variant=%s mib=%.0f reps=%d mlines_s=%.3f gb_s=%.3f gb_s_min=%.3f gb_s_max=%.3f "
-               "ratio=%.3f ratio_min=%.3f ratio_max=%.3f cpu_us_mib=%.1f syscalls_mib=%.2f fixed_ops=%llu\n",
-               vs[v].name, mibf, reps, median(mls, reps), median(gbs, reps), vmin(gbs, reps), vmax(gbs, reps),
-               median(ratio, reps), vmin(ratio, reps), vmax(ratio, reps), median(cpu, reps), median(sys, reps),
-               res[v][0].fixed_ops);
+        printf(
+            "bench=readline variant=%s mib=%.0f reps=%d mlines_s=%.3f gb_s=%.3f gb_s_min=%.3f gb_s_max=%.3f "
+            "ratio=%.3f ratio_min=%.3f ratio_max=%.3f cpu_us_mib=%.1f syscalls_mib=%.2f fixed_ops=%llu\n",
+            vs[v].name, mibf, reps, median(mls, reps), median(gbs, reps), vmin(gbs, reps), vmax(gbs, reps),
+            median(ratio, reps), vmin(ratio, reps), vmax(ratio, reps), median(cpu, reps), median(sys, reps),
+            res[v][0].fixed_ops);
     }
     close(l);
     free(data);

@@ -27,11 +27,11 @@
 #define PEEK_SCRATCH 4096
 
 struct rs_file {
-    rs_socket *sock;   /* one reference held (rs__sock_hold) until rs_file_close */
+    rs_socket *sock; /* one reference held (rs__sock_hold) until rs_file_close */
     bool readable, writable;
-    bool line;         /* flush at each '\n' written (buffering 1) */
-    bool no_fixed;     /* RINGSOCK_NO_FIXED=1: plain operations even where fixed buffers exist */
-    size_t bufsize;    /* 0: unbuffered */
+    bool line;      /* flush at each '\n' written (buffering 1) */
+    bool no_fixed;  /* RINGSOCK_NO_FIXED=1: plain operations even where fixed buffers exist */
+    size_t bufsize; /* 0: unbuffered */
     /* Reader and writer share nothing mutable, so one thread may read while another writes
      * (BufferedRWPair's two locks; here: two independent halves). */
     struct rs_buf rbuf; /* made on first read; unbuffered files use it only for peek */
@@ -155,7 +155,8 @@ static ssize_t xfer(rs_file *f, bool tx, const struct rs_buf *b, void *p, size_t
     int r = rs_loop_default(&loop);
     if (r < 0)
         return r;
-    int idx = b && !flags && !f->no_fixed && (!tx || len >= FIXED_WRITE_MIN) ? rs__buf_fixed_index(b, loop) : -1;
+    int idx =
+        b && !flags && !f->no_fixed && (!tx || len >= FIXED_WRITE_MIN) ? rs__buf_fixed_index(b, loop) : -1;
     int kind = tx ? (idx >= 0 ? RS_OP_WRITE_FIXED : RS_OP_SEND) : (idx >= 0 ? RS_OP_READ_FIXED : RS_OP_RECV);
     struct rs_op op;
     rs__sock_op(&op, f->sock, kind, rs__sock_deadline(f->sock));

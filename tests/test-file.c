@@ -479,7 +479,8 @@ START_TEST(mode_validation)
     rs_socket *cli, *srv;
     pair(&cli, &srv);
     static const char *const good[] = { "r", "rb", "br", "rw", "wr", "rwb", "wrb", "bwr", "w", "wb", "bw" };
-    static const char *const bad[] = { "rt", "x", "+", "a", "", "r+", "w+", "rb+", "ab", "rr", "bb", "b", "rwr", "wt", "U", "rU" };
+    static const char *const bad[] = { "rt", "x",  "+",  "a", "",    "r+", "w+", "rb+",
+                                       "ab", "rr", "bb", "b", "rwr", "wt", "U",  "rU" };
     int fd = rs_socket_fd(srv);
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         rs_file *f;

@@ -13,12 +13,12 @@
 
 #include <ringsock/ringsock.h>
 
-#define CHECK(c)                                                                      \
-    do {                                                                              \
-        if (!(c)) {                                                                   \
+#define CHECK(c)                                                                             \
+    do {                                                                                     \
+        if (!(c)) {                                                                          \
             fprintf(stderr, "fuzz-file: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            abort();                                                                  \
-        }                                                                             \
+            abort();                                                                         \
+        }                                                                                    \
     } while (0)
 
 /* The model: bytes the peer wrote that no call has returned yet (buffered in the file or still
@@ -52,7 +52,10 @@ static int next(struct input *in)
 
 /* Run one call whose model outcome would block in non-blocking mode, so the wait is never real;
  * calls the model says complete at once run in blocking mode (real io_uring operations). */
-static void mode(rs_socket *s, int blocking) { CHECK(rs_settimeout(s, blocking ? RS_TIMEOUT_NONE : 0.0) == 0); }
+static void mode(rs_socket *s, int blocking)
+{
+    CHECK(rs_settimeout(s, blocking ? RS_TIMEOUT_NONE : 0.0) == 0);
+}
 
 static void do_read(rs_file *f, rs_socket *s, struct model *m, size_t n, unsigned char *buf)
 {
