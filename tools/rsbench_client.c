@@ -564,7 +564,7 @@ static void *cthread_main(void *arg)
         lo.entries = 1024;
     int r = rs_loop_new(&t->loop, &lo);
     if (r < 0) {
-        thread_failed(t, r, "rs_loop_new");
+        thread_failed(t, r, rsb_loop_new_what(o->backend, r));
     } else {
         t->backend = rs_loop_backend(t->loop);
         t->conns = calloc((size_t)t->nconns, sizeof *t->conns);
@@ -686,7 +686,7 @@ static struct sums sums(const struct client *cl)
 
 /* what one operation is called, per mode */
 static const char *const ops_name[RSB_MODE_COUNT] = { "messages", "sends", "connections", "receives",
-                                                          "messages" };
+                                                      "messages" };
 
 static void progress(const struct rsb_opts *o, struct rsb_progress *pg, const struct interval *iv)
 {

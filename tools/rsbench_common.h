@@ -125,6 +125,10 @@ int rsb_wait_signal(const sigset_t *set, double seconds);
 /* Raise the soft RLIMIT_NOFILE to the hard limit (thousands of connections need fds). */
 void rsb_raise_nofile(void);
 
+/* What to call a failed rs_loop_new: names the backend and says "not available" for -ENOSYS and
+ * -EPERM (not built in, disabled by sysctl, blocked by seccomp). */
+const char *rsb_loop_new_what(int backend, int err);
+
 /* "uring" etc. for the backend a loop really uses. */
 const char *rsb_backend_str(int backend);
 

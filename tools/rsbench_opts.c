@@ -236,7 +236,8 @@ int rsb_parse(int argc, char **argv, bool server, struct rsb_opts *o)
     int rest = nargs - i;
     if (rest > 2) {
         if (i == 0)
-            return usage("unknown mode '%s' (echo, stream, connect, sendfile%s)", args[0], server ? ", sockperf" : "");
+            return usage("unknown mode '%s' (echo, stream, connect, sendfile%s)", args[0],
+                         server ? ", sockperf" : "");
         return usage("unexpected argument '%s'", args[i + 2]);
     }
     if (!server && rest < 2)

@@ -584,7 +584,7 @@ static void *sthread_main(void *arg)
     }
     int r = rs_loop_new(&t->loop, &lo);
     if (r < 0) {
-        setup_failed(t, r, "rs_loop_new");
+        setup_failed(t, r, rsb_loop_new_what(o->backend, r));
         rs_close(t->lsock);
         t->lsock = NULL;
         ready(t);

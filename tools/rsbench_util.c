@@ -156,6 +156,17 @@ void rsb_raise_nofile(void)
     }
 }
 
+const char *rsb_loop_new_what(int backend, int err)
+{
+    static _Thread_local char buf[96];
+    if (err == -ENOSYS || err == -EPERM)
+        snprintf(buf, sizeof buf, "backend %s not available here (not built in, disabled or blocked)",
+                 rsb_backend_str(backend));
+    else
+        snprintf(buf, sizeof buf, "rs_loop_new (backend %s)", rsb_backend_str(backend));
+    return buf;
+}
+
 const char *rsb_backend_str(int backend)
 {
     const char *n = rs_backend_name(backend);
