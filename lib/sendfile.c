@@ -46,6 +46,9 @@
 /* The kernel's per-call transfer limit (MAX_RW_COUNT). */
 #define MAX_IO 0x7ffff000u
 
+/* A batch: a drain of what the pipe holds, the pairs, and a fence. */
+#define OPS_MAX (2 + 2 * BATCH_PAIRS)
+
 /* A path the kernel refused (EINVAL, ENOSYS, EOPNOTSUPP): the next path takes over from
  * x->sent. Never returned to the caller. */
 #define REFUSED 1
@@ -182,7 +185,14 @@ static bool is_drain(const struct xfer *x, const struct rs_op *op) { return op->
 /* Run ops[0..n) in order, each only if the one before moved all it was asked to. On io_uring with
  * nothing else in flight on the loop they go as one linked chain (one submission, and io_uring
  * itself stops at the first short one: the rest complete with -ECANCELED). Otherwise one at a time.
- * Returns how many ran; *last_progress is when bytes last reached the socket. */
+ * Returns how many ran; *last_progress is when bytes last reached the socket.
+ *
+ * A chain may end in a fence (an RS_OP_TIMER already due). io_uring runs SPLICE in its io-wq
+ * workers, and on a DEFER_TASKRUN ring a worker's last reference to a request is dropped by task
+ * work that runs only when this thread next waits on the ring: until then the request keeps the
+ * socket's file open, and rs_close would not close the connection (the peer would see no FIN;
+ * seen here about once per hundred transfers). A linked operation is issued only once the one
+ * before it is freed, so the fence's completion proves the last SPLICE let go of the socket. */
 static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last_progress)
 {
     /* An empty loop has an empty submission queue, so the chain cannot be split by a flush. */
@@ -191,6 +201,8 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
         size_t i = 0;
         while (i < n) {
             struct rs_op *op = &ops[i];
+            if (op->kind == RS_OP_TIMER)
+                return i; /* fences matter for chains only */
             if (is_drain(x, op))
                 op->deadline = rs__sock_deadline(x->s); /* each wait gets the whole timeout */
             int r = rs__loop_exec(x->loop, op);
@@ -213,7 +225,7 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
     }
     if (sub == 0)
         return 0;
-    bool seen[1 + 2 * BATCH_PAIRS] = { false };
+    bool seen[OPS_MAX] = { false };
     for (;;) {
         bool all = true;
         for (size_t i = 0; i < sub; i++) {
@@ -234,6 +246,16 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
     return sub;
 }
 
+/* One trip through the ring, for the task work of requests freed since the last wait: after an
+ * error the fence did not run (see run_ops). A worker still holding a reference after this keeps
+ * the socket until the thread's next wait on the loop. */
+static void flush_ring(struct xfer *x)
+{
+    struct rs_op op;
+    rs__sock_op(&op, x->s, RS_OP_TIMER, RS_DEADLINE_NOW);
+    rs__loop_exec(x->loop, &op);
+}
+
 static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe)
 {
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
@@ -244,7 +266,7 @@ static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe
         uint64_t taken = x->sent + *inpipe; /* bytes read from the file so far */
         if (*inpipe == 0 && (x->eof || taken >= x->want))
             return 0;
-        struct rs_op ops[1 + 2 * BATCH_PAIRS];
+        struct rs_op ops[OPS_MAX];
         size_t n = 0;
         if (*inpipe)
             op_drain(x, &ops[n++], p, *inpipe, deadline);
@@ -258,12 +280,19 @@ static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe
             op_drain(x, &ops[n++], p, len, deadline);
             taken += len;
         }
+        if (x->eof || taken >= x->want) {
+            /* The last chain of the transfer ends in a fence: see run_ops. */
+            rs__sock_op(&ops[n], x->s, RS_OP_TIMER, RS_DEADLINE_NOW);
+            n++;
+        }
         int64_t batch_start = rs__now();
         size_t ran = run_ops(x, ops, n, &last_progress);
         int err = 0;
         for (size_t i = 0; i < ran; i++) {
             struct rs_op *op = &ops[i];
             int r = op->res;
+            if (op->kind == RS_OP_TIMER)
+                break; /* the fence */
             if (r < 0) {
                 /* A drain the engine parked on a poll after -EAGAIN (and then finished) broke
                  * the chain all the same: the fill after it was cancelled without running. Fills
@@ -545,6 +574,8 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
                 guard_on(&guard);
             uint64_t inpipe = 0;
             r = via_splice(&x, &p, &inpipe);
+            if (r != 0 && uring)
+                flush_ring(&x);
             pipe_put(pp, &p, inpipe == 0);
             if (r == REFUSED) {
                 /* what splice refuses (a file without splice_read, a socket that takes no
