@@ -375,9 +375,8 @@ EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
         return -EALREADY;
     if (c->stash_len || c->stash_end) {
         /* what arrived while stopped comes first, from the loop (never inside this call) */
-        conn_op(c, &c->stash_op, RS_OP_TIMER, stash_cb);
+        conn_op(c, &c->stash_op, RS_OP_DEFER, stash_cb);
         c->stash_op.fd = -1;
-        c->stash_op.deadline = rs__now();
         int r = submit(c, &c->stash_op);
         if (r < 0)
             return r;
@@ -595,10 +594,9 @@ EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
         rs__loop_cancel(c->loop, &c->rd_op);
     if (c->snd_armed)
         rs__loop_cancel(c->loop, &c->snd_op);
-    /* A zero timer brings the final callback into the loop even when nothing was in flight. */
-    conn_op(c, &c->close_op, RS_OP_TIMER, close_cb_op);
+    /* A deferred op brings the final callback into the loop even when nothing was in flight. */
+    conn_op(c, &c->close_op, RS_OP_DEFER, close_cb_op);
     c->close_op.fd = -1;
-    c->close_op.deadline = rs__now();
     int r = submit(c, &c->close_op);
     if (r < 0 && c->inflight == 0) {
         finish_close(c); /* cannot defer: finish now rather than leak */

@@ -474,14 +474,13 @@ EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, co
     h->user = user;
     atomic_init(&h->refs, 1);
     /* Numeric hosts resolve here without blocking; the machine still starts from the loop (a
-     * zero timer) so that cb never runs inside this call. */
+     * deferred op, no system call) so that cb never runs inside this call. */
     h->gai = resolve(host, port, h->opts.family, true, &h->res);
     bool numeric = h->gai == 0 || h->gai != EAI_NONAME;
     if (numeric) {
         memset(&h->wake, 0, sizeof h->wake);
-        h->wake.kind = RS_OP_TIMER;
+        h->wake.kind = RS_OP_DEFER;
         h->wake.fd = -1;
-        h->wake.deadline = rs__now();
     } else {
         h->host = strdup(host);
         h->port = strdup(port);

@@ -24,6 +24,7 @@ enum rs_op_kind {
     RS_OP_SPLICE,      /* u.splice: fd_in -> fd_out; op->fd is the socket end */
     RS_OP_SENDFILE,    /* u.splice.fd_in/off_in -> op->fd with sendfile(2) */
     RS_OP_READ,        /* read(2) of u.io from a pipe or eventfd (not a socket) */
+    RS_OP_DEFER,       /* no I/O: completes (0) on the next loop turn, without the kernel */
     RS_OP__COUNT
 };
 
