@@ -28,6 +28,10 @@ struct rs_loop {
     uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
     unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
     unsigned zc_threshold;        /* bytes from which completion-API sends go zero-copy */
+    /* io_uring: a blocking wait returns after this many completions (0: one). Set only around a
+     * wait by a caller that knows that many will come (sendfile.c, for a linked chain): the
+     * kernel then runs the chain's task work without a trip to user space per link. */
+    unsigned wait_min;
 };
 
 /* Zero-copy lost to copying at every size from 4 KiB to 1 MiB on loopback (bench/zc-threshold:

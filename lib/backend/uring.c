@@ -417,7 +417,7 @@ static int uring_wait(struct rs_loop *loop, bool block)
     int r;
     do {
         if (block)
-            r = io_uring_submit_and_wait(ring, 1);
+            r = io_uring_submit_and_wait(ring, loop->wait_min ? loop->wait_min : 1);
         else
             r = io_uring_submit_and_get_events(ring);
     } while (r == -EINTR && block && !io_uring_cq_ready(ring));
