@@ -1,6 +1,7 @@
-/* rs_sendfile: socket.sendfile for C. On io_uring a file goes file -> pipe -> socket as linked
- * SPLICE operations through a per-loop pipe pool; on the readiness backends through sendfile(2);
- * sources neither can take (pipes, sockets, devices) or a kernel that refuses go read + send. */
+/* rs_sendfile: socket.sendfile for C. On io_uring a file of 8 MiB or more goes file -> pipe ->
+ * socket as linked SPLICE operations through a per-loop pipe pool, smaller ones and everything on
+ * the readiness backends through sendfile(2); sources neither can take (pipes, sockets, devices)
+ * or a kernel that refuses go read + send. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +26,8 @@
 #define EXPORT __attribute__((visibility("default")))
 
 /* F_SETPIPE_SZ asks for 1 MiB (the default /proc/sys/fs/pipe-max-size): one SPLICE pair then moves
- * up to 1 MiB, and the socket sees MSG_MORE inside it. Refused (EPERM above pipe-max-size, or a
- * user past pipe-user-pages-soft) we keep what pipe2 gave. */
+ * up to 1 MiB. Refused (EPERM above pipe-max-size, or a user past pipe-user-pages-soft) we keep
+ * what pipe2 gave. */
 #define PIPE_WANT (1u << 20)
 /* A user past pipe-user-pages-soft gets 2-page pipes: splicing 8 KiB at a time loses to
  * sendfile(2), which needs no pipe of ours. Below this capacity we use sendfile(2) instead. */
@@ -38,12 +39,13 @@
 /* Idle pipes a loop keeps for its next transfers: a blocking call needs one at a time, and an idle
  * pipe a thread keeps is one another thread cannot have. */
 #define POOL_IDLE 1
-/* file->pipe->socket pairs per submission: 4 (up to 4 MiB per io_uring_enter) moved as fast as
- * 1 or 16 in the prototype runs of bench/sendfile and takes a quarter of 1's submissions. */
+/* file->pipe->socket pairs per submission: in a raw-liburing prototype (1 GiB, 1 MiB pipe) 1, 4
+ * and 16 pairs moved about as fast, and 4 needed about half the io_uring_enter calls of 1. */
 #define BATCH_PAIRS 4
 /* io_uring's automatic choice: splice from this many bytes, sendfile(2) below. bench/run-sendfile
- * (one thread, transfers of 1, 8, 64, 256 MiB): splice moved 10-19 % more per second from 8 MiB
- * on, for about 25 % more CPU (io-wq round trips); at 1 MiB the same speed for 55 % more CPU. */
+ * (one thread, transfers of 1, 8, 64, 256 MiB; two runs): splice moved 10-36 % more per second
+ * from 8 MiB on, for 25-115 % more sender CPU (io-wq round trips); at 1 MiB it was no faster
+ * (one run: 19 % slower) for 55-60 % more CPU. */
 #define SPLICE_MIN (8u << 20)
 /* read + send buffer */
 #define READSEND_CHUNK (256u << 10)

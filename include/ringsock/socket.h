@@ -91,11 +91,12 @@ ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds,
  * NULL (and advance it), like socket.sendfile. Returns the bytes sent: fewer than count only at
  * EOF (the file's size when the call began); 0 for an offset at or past EOF.
  *
- * How: on io_uring file -> pipe -> socket by linked SPLICE operations (pipes from a per-loop pool;
- * when the process has none to spare, sendfile(2)); on epoll/poll sendfile(2); a read + send loop
- * for sources that are not regular files or block devices (pipes, sockets, character devices:
- * their data is sent, unlike CPython; offset must then be NULL or point to 0, and only counts) and
- * whenever the kernel refuses splice/sendfile (-EINVAL, -ENOSYS). The environment variable
+ * How: on io_uring, transfers of 8 MiB or more go file -> pipe -> socket by linked SPLICE
+ * operations (pipes from a per-loop pool; when the process has none to spare, sendfile(2)) and
+ * smaller ones by sendfile(2); on epoll/poll sendfile(2); a read + send loop for sources that are
+ * not regular files or block devices (pipes, sockets, character devices: their data is sent,
+ * unlike CPython; offset must then be NULL or point to 0, and only counts) and whenever the
+ * kernel refuses splice/sendfile (-EINVAL, -ENOSYS). The environment variable
  * RINGSOCK_SENDFILE=splice|sendfile|readsend|auto picks the path for regular files (tests,
  * benchmarks); another value makes every call fail with -EINVAL.
  *
