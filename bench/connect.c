@@ -17,6 +17,11 @@
  *                  checks rs_loop_backend got it)
  *   open-<backend> rs_socket_open + rs_connect (timeout None) + rs_close: the same connect
  *                  without create_connection's resolver and state machine, to separate their cost
+ *   liburing       raw liburing, no ringsock (built when liburing is found): socket(2) with
+ *                  SOCK_NONBLOCK (as ringsock makes it), one CONNECT SQE and one
+ *                  io_uring_submit_and_wait(1) on a ring set up with the uring backend's flags
+ *                  (SINGLE_ISSUER|DEFER_TASKRUN), close(2): io_uring's own cost, so that
+ *                  open-uring minus liburing is ringsock's
  *   cc-<backend>+t the cc variant with opts.timeout 5 s (io_uring: CONNECT linked to a
  *                  LINK_TIMEOUT; epoll/poll: the timer heap). Not in --quick.
  *
@@ -104,6 +109,11 @@
 
 #include <ringsock/ringsock.h>
 
+/* bench/meson.build defines PP_HAVE_LIBURING for every benchmark when liburing was found */
+#ifdef PP_HAVE_LIBURING
+#include <liburing.h>
+#endif
+
 #define MAX_ROUNDS 500
 #define MAX_TRIES 200
 #define TRIES_PER_CHILD 5
@@ -114,7 +124,7 @@
 
 /* ---- configuration ------------------------------------------------------------------------ */
 
-enum kind { K_PLAIN, K_CC, K_OPEN };
+enum kind { K_PLAIN, K_CC, K_OPEN, K_LIBURING };
 
 struct variant {
     const char *name;
@@ -133,6 +143,9 @@ static const struct variant variants[] = {
     { "open-uring", K_OPEN, "uring", RS_BACKEND_URING, RS_TIMEOUT_NONE, false },
     { "open-epoll", K_OPEN, "epoll", RS_BACKEND_EPOLL, RS_TIMEOUT_NONE, false },
     { "open-poll", K_OPEN, "poll", RS_BACKEND_POLL, RS_TIMEOUT_NONE, false },
+#ifdef PP_HAVE_LIBURING
+    { "liburing", K_LIBURING, NULL, 0, RS_TIMEOUT_NONE, false },
+#endif
     { "cc-uring+t", K_CC, "uring", RS_BACKEND_URING, 5.0, true },
     { "cc-epoll+t", K_CC, "epoll", RS_BACKEND_EPOLL, 5.0, true },
     { "cc-poll+t", K_CC, "poll", RS_BACKEND_POLL, 5.0, true },
@@ -639,7 +652,49 @@ struct target {
     char port[8];
     struct rs_connect_opts opts;
     bool linger;
+#ifdef PP_HAVE_LIBURING
+    struct io_uring *ring; /* K_LIBURING */
+#endif
 };
+
+#ifdef PP_HAVE_LIBURING
+/* A ring as ringsock's uring backend makes it (lib/backend/uring.c): SINGLE_ISSUER|DEFER_TASKRUN,
+ * COOP_TASKRUN before 6.1. */
+static int raw_ring_init(struct io_uring *ring)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+    int r = io_uring_queue_init_params(64, ring, &p);
+    if (r == -EINVAL) {
+        memset(&p, 0, sizeof p);
+        p.flags = IORING_SETUP_COOP_TASKRUN;
+        r = io_uring_queue_init_params(64, ring, &p);
+    }
+    return r;
+}
+
+/* One CONNECT SQE, one io_uring_submit_and_wait(1): its result. */
+static int raw_connect(struct io_uring *ring, int fd, const struct sockaddr_in *sin)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_connect(sqe, fd, (const struct sockaddr *)sin, sizeof *sin);
+    io_uring_sqe_set_data64(sqe, 1);
+    for (;;) {
+        int r = io_uring_submit_and_wait(ring, 1);
+        if (r < 0 && r != -EINTR)
+            return r;
+        struct io_uring_cqe *cqe;
+        if (io_uring_peek_cqe(ring, &cqe) == 0) {
+            int res = cqe->res;
+            io_uring_cqe_seen(ring, cqe);
+            return res;
+        }
+    }
+}
+#endif
 
 static const struct linger rst_on_close = { 1, 0 };
 
@@ -668,6 +723,22 @@ static int one_connect(const struct variant *v, const struct target *t)
         if (r < 0)
             return r;
         break;
+#ifdef PP_HAVE_LIBURING
+    case K_LIBURING: {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        r = raw_connect(t->ring, fd, &t->sin);
+        if (r < 0) {
+            close(fd);
+            return r;
+        }
+        if (t->linger)
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst_on_close, sizeof rst_on_close);
+        close(fd);
+        return 0;
+    }
+#endif
     case K_OPEN:
         r = rs_socket_open(&s, AF_INET, SOCK_STREAM, 0);
         if (r < 0)
@@ -754,12 +825,22 @@ static void client_main(const struct client_args *a)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (pin(CLIENT_CPU) < 0)
         client_fail(a->resfd, &res, "sched_setaffinity", errno);
-    if (v->kind != K_PLAIN && backend_setup(v->backend, v->backend_id, res.err, sizeof res.err) < 0) {
+    bool rs = v->kind == K_CC || v->kind == K_OPEN;
+    if (rs && backend_setup(v->backend, v->backend_id, res.err, sizeof res.err) < 0) {
         write_all(a->resfd, &res, sizeof res);
         _exit(1);
     }
     struct target t;
     memset(&t, 0, sizeof t);
+#ifdef PP_HAVE_LIBURING
+    static struct io_uring ring;
+    if (v->kind == K_LIBURING) {
+        int rr = raw_ring_init(&ring);
+        if (rr < 0)
+            client_fail(a->resfd, &res, "io_uring_queue_init_params", -rr);
+        t.ring = &ring;
+    }
+#endif
     t.sin = loopback(a->port);
     snprintf(t.port, sizeof t.port, "%u", (unsigned)a->port);
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
@@ -1308,7 +1389,10 @@ static const struct cell *baseline_of(const struct cell *cells, size_t ncells)
 
 static const char *kind_name(int kind)
 {
-    return kind == K_PLAIN ? "plain" : kind == K_CC ? "create_connection" : "socket_open+connect";
+    return kind == K_PLAIN      ? "plain"
+           : kind == K_CC       ? "create_connection"
+           : kind == K_LIBURING ? "liburing"
+                                : "socket_open+connect";
 }
 
 static void report(const struct cfg *cfg, const struct cell *cells, size_t ncells, const struct tcell *tcells,
@@ -1374,7 +1458,7 @@ static void report(const struct cfg *cfg, const struct cell *cells, size_t ncell
     for (size_t i = 0; i < ncells; i++) {
         const struct cell *c = &cells[i];
         printf("bench=connect variant=%s api=%s backend=%s timeout=%s linger0=%d rounds=%d duration_s=%.2f",
-               c->v->name, kind_name(c->v->kind), c->v->kind == K_PLAIN ? "plain" : c->v->backend,
+               c->v->name, kind_name(c->v->kind), c->v->backend ? c->v->backend : kind_name(c->v->kind),
                c->v->timeout < 0 ? "none" : "5", cfg->linger, c->n, cfg->duration);
         if (c->failed) {
             printf(" status=failed\n");
