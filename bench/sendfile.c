@@ -275,6 +275,7 @@ int main(int argc, char **argv)
         return send_raw(atoi(argv[2]), argv[3]);
     if (argc == 6 && strcmp(argv[1], "many") == 0)
         return many(atoi(argv[2]), argv[3], atoi(argv[4]), atoi(argv[5]));
-    fprintf(stderr, "usage: sendfile-bench sink | send PORT FILE | raw PORT FILE | many PORT FILE THREADS EACH\n");
+    fprintf(stderr,
+            "usage: sendfile-bench sink | send PORT FILE | raw PORT FILE | many PORT FILE THREADS EACH\n");
     return 2;
 }

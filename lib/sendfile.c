@@ -59,7 +59,12 @@
  * x->sent. Never returned to the caller. */
 #define REFUSED 1
 
-enum path { PATH_AUTO, PATH_SPLICE, PATH_SENDFILE, PATH_READSEND };
+enum path {
+    PATH_AUTO,
+    PATH_SPLICE,
+    PATH_SENDFILE,
+    PATH_READSEND
+};
 
 struct pipe_ent {
     int rd, wr;
@@ -520,7 +525,8 @@ static int path_from_env(enum path *p)
     }
     static atomic_bool warned;
     if (!atomic_exchange(&warned, true))
-        fprintf(stderr, "ringsock: RINGSOCK_SENDFILE=\"%s\" is not one of splice, sendfile, readsend, auto\n", e);
+        fprintf(stderr, "ringsock: RINGSOCK_SENDFILE=\"%s\" is not one of splice, sendfile, readsend, auto\n",
+                e);
     return -EINVAL;
 }
 

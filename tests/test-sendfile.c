@@ -25,7 +25,13 @@
 #define GIB (1024ull * MIB)
 
 /* Paths as the loop index of a test: AUTO, then the three RINGSOCK_SENDFILE can force. */
-enum { P_AUTO, P_SPLICE, P_SENDFILE, P_READSEND, P_COUNT };
+enum {
+    P_AUTO,
+    P_SPLICE,
+    P_SENDFILE,
+    P_READSEND,
+    P_COUNT
+};
 static const char *const path_name[P_COUNT] = { "auto", "splice", "sendfile", "readsend" };
 
 static char tmpdir[64];
@@ -75,8 +81,12 @@ static void make_sparse_gib(char path[128])
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(ftruncate(fd, (off_t)GIB), 0);
-    static const struct { unsigned long long off, len; } island[] = {
-        { 0, 64 * KIB }, { 512 * MIB - 1000, 70000 }, { GIB - MIB, MIB },
+    static const struct {
+        unsigned long long off, len;
+    } island[] = {
+        { 0, 64 * KIB },
+        { 512 * MIB - 1000, 70000 },
+        { GIB - MIB, MIB },
     };
     char *buf = malloc(MIB);
     ck_assert_ptr_nonnull(buf);
@@ -220,7 +230,9 @@ START_TEST(sizes_offsets_counts)
     int p = _i;
     force(p);
     static const size_t sizes[] = { 0, 1, 64 * KIB, 10 * MIB };
-    enum { COMBOS = 8 };
+    enum {
+        COMBOS = 8
+    };
     struct t_py sink;
     char conns[16];
     snprintf(conns, sizeof conns, "%d", (int)(COMBOS * 4));
@@ -232,8 +244,14 @@ START_TEST(sizes_offsets_counts)
         snprintf(name, sizeof name, "f%zu", size);
         make_file(name, size, (uint32_t)f + 1, path);
         const unsigned long long combo[COMBOS][2] = {
-            { 0, 0 }, { 0, 1 }, { 1, 0 }, { size / 2, size / 4 + 1 }, { size ? size - 1 : 0, 0 },
-            { 0, size + 1000 }, { size, 0 }, { size + 5, 7 },
+            { 0, 0 },
+            { 0, 1 },
+            { 1, 0 },
+            { size / 2, size / 4 + 1 },
+            { size ? size - 1 : 0, 0 },
+            { 0, size + 1000 },
+            { size, 0 },
+            { size + 5, 7 },
         };
         char rbuf[COMBOS][48];
         const char *ranges[COMBOS];
@@ -254,8 +272,8 @@ START_TEST(sizes_offsets_counts)
             unsigned long long before = path_bytes(effective(p, want[c].n));
             rs_socket *s = connect_port(port);
             ssize_t r = rs_sendfile(s, fd, &off, (size_t)combo[c][1]);
-            ck_assert_msg(r == (ssize_t)want[c].n, "size %zu off %llu count %llu: returned %zd, want %llu", size,
-                          combo[c][0], combo[c][1], r, want[c].n);
+            ck_assert_msg(r == (ssize_t)want[c].n, "size %zu off %llu count %llu: returned %zd, want %llu",
+                          size, combo[c][0], combo[c][1], r, want[c].n);
             ck_assert_int_eq(off, (off_t)(combo[c][0] + want[c].n));
             ck_assert_int_eq(lseek(fd, 0, SEEK_CUR), 0); /* an explicit offset leaves the position */
             ck_assert_uint_eq(path_bytes(effective(p, want[c].n)) - before, want[c].n);
@@ -399,7 +417,9 @@ START_TEST(close_after_transfer_reaches_peer)
     force(P_SPLICE);
     char path[128];
     make_file("two", 2 * MIB, 14, path);
-    enum { N = 200 };
+    enum {
+        N = 200
+    };
     struct t_py sink;
     sink_listen(&sink, "--conns", "200", NULL);
     int fd = open_ro(path);
