@@ -119,7 +119,10 @@ static int attach_cpu_steering(int fd, int n)
         { BPF_ALU | BPF_MOD | BPF_K, 0, 0, (uint32_t)n },
         { BPF_RET | BPF_A, 0, 0, 0 },
     };
-    struct sock_fprog prog = { .len = sizeof code / sizeof code[0], .filter = code };
+    struct sock_fprog prog;
+    memset(&prog, 0, sizeof prog); /* the padding after len goes to the kernel too */
+    prog.len = sizeof code / sizeof code[0];
+    prog.filter = code;
     return setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) < 0 ? -errno : 0;
 }
 

@@ -284,7 +284,12 @@ static void spawn(struct child *ch, int (*fn)(void *), void *arg, int close_fd)
         alarm(30);
         if (close_fd >= 0)
             close(close_fd);
-        _exit(fn(arg));
+        int st = fn(arg);
+        /* what the child inherited or left open is not a leak, but fd trackers (valgrind
+         * --track-fds) cannot tell: close it all */
+        for (int fd = 3; fd < 4096; fd++)
+            close(fd);
+        _exit(st);
     }
 }
 
@@ -1574,6 +1579,11 @@ static double cpu_seconds(void)
 
 START_TEST(emfile_does_not_spin)
 {
+    if (t_under_valgrind()) {
+        /* valgrind emulates RLIMIT_NOFILE and keeps the lowered limit: nothing to learn here */
+        fprintf(stderr, "emfile_does_not_spin: skipped under valgrind\n");
+        return;
+    }
     struct emfile_arg ea;
     int lfd = listen_fd(64, 0, &ea.a, &ea.len);
     int pp[2];
@@ -2077,7 +2087,13 @@ static void serve_connect_from(int cpu, int port, int n)
         char b;
         struct timeval tv = { .tv_sec = 5 };
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        ck_assert_int_eq(recv(fd, &b, 1, 0), 0);
+        ssize_t rr;
+        /* a ring this thread had, once torn down, interrupts it asynchronously (io_uring's exit
+         * work, TWA_SIGNAL), which SO_RCVTIMEO turns into EINTR: retry, as any caller must */
+        do
+            rr = recv(fd, &b, 1, 0);
+        while (rr < 0 && errno == EINTR);
+        ck_assert_int_eq(rr, 0);
         close(fd);
     }
 }

@@ -59,9 +59,27 @@ static void probe(void)
     probe_result = r;
 }
 
+static void *probe_thread(void *arg)
+{
+    (void)arg;
+    probe();
+    return NULL;
+}
+
+/* The probe ring is made and destroyed on a thread of its own: the kernel tears a ring down
+ * asynchronously and then interrupts every task that had it (task work with TWA_SIGNAL), which a
+ * caller's blocking syscall with SO_RCVTIMEO sees as a spurious EINTR, seconds later under load.
+ * A thread that has exited cannot be interrupted. */
+static void probe_once_fn(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, probe_thread, NULL) != 0 || pthread_join(t, NULL) != 0)
+        probe(); /* no thread to spare: probe here, with the caveat above */
+}
+
 int rs__uring_probe(void)
 {
-    pthread_once(&probe_once, probe);
+    pthread_once(&probe_once, probe_once_fn);
     return probe_result;
 }
 

@@ -80,6 +80,10 @@ double t_slack(void);
 /* Sleep for seconds (nanosleep, restarted on EINTR). */
 void t_sleep(double seconds);
 
+/* True when running under valgrind (its preload library is in LD_PRELOAD): for the few tests
+ * whose subject valgrind itself changes, such as RLIMIT_NOFILE, which it emulates. */
+bool t_under_valgrind(void);
+
 /* Run a suite built by make_suite with CK_FORK; exit code for main(). If
  * RINGSOCK_BACKEND=uring and the kernel refuses io_uring_setup itself (raw syscall: seccomp,
  * io_uring_disabled), returns 77 (meson SKIP) without running anything. */
