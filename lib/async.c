@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ringsock/async.h"
@@ -26,6 +27,8 @@ struct send_req {
     const char *buf;
     size_t len, off;
     size_t report; /* what cb is told on success: len, or a whole rs_conn_sendv's total */
+    int file_fd;    /* >= 0: rs_conn_sendfile, len bytes of file_fd from file_off (buf unused) */
+    int64_t file_off;
     rs_send_cb cb;
     void *user;
 };
@@ -195,10 +198,10 @@ static void accept_cb(struct rs_op *op)
         accepted(c, res); /* the kernel ended the multishot with a connection */
     if (op_done(c) || !c->acc_on)
         return;
-    if (res == -ECANCELED)
-        return;
-    if (res >= 0) {
-        accept_arm(c);
+    if (res >= 0 || (res == -ECANCELED && op->cancelled)) {
+        /* ended by the kernel, or our own stop with a start since: go on */
+        if (!c->backoff_armed)
+            accept_arm(c);
         return;
     }
     c->acc_cb(c, NULL, res, c->acc_user);
@@ -247,13 +250,30 @@ EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
         return -EALREADY;
     listener->acc_cb = cb;
     listener->acc_user = data;
-    conn_op(listener, &listener->acc_op, RS_OP_ACCEPT, accept_cb);
-    listener->acc_op.multishot = true;
-    listener->acc_op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
-    int r = submit(listener, &listener->acc_op);
-    if (r < 0)
-        return r;
-    listener->acc_on = listener->acc_armed = true;
+    if (!listener->acc_armed && !listener->backoff_armed) {
+        conn_op(listener, &listener->acc_op, RS_OP_ACCEPT, accept_cb);
+        listener->acc_op.multishot = true;
+        listener->acc_op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+        int r = submit(listener, &listener->acc_op);
+        if (r < 0)
+            return r;
+        listener->acc_armed = true;
+    }
+    /* else a stop's cancel (or a backoff) is in flight: its completion re-arms */
+    listener->acc_on = true;
+    return 0;
+}
+
+EXPORT int rs_conn_accept_stop(rs_conn *listener)
+{
+    if (!listener)
+        return -EINVAL;
+    if (!listener->acc_on)
+        return 0;
+    listener->acc_on = false;
+    /* connections the kernel still hands over before the cancel lands are closed (accepted()) */
+    if (listener->acc_armed)
+        rs__loop_cancel(listener->loop, &listener->acc_op);
     return 0;
 }
 
@@ -429,7 +449,17 @@ static void send_cb(struct rs_op *op)
         return;
     }
     c->in_send_cb = true;
-    if (res >= 0) {
+    if (res == 0 && c->sq_head && c->sq_head->file_fd >= 0 && c->sq_head->off < c->sq_head->len) {
+        /* the file ended before count: the send completes with what the file had */
+        struct send_req *q = c->sq_head;
+        c->sq_bytes -= q->len - q->off;
+        c->sq_head = q->next;
+        if (!c->sq_head)
+            c->sq_tail = NULL;
+        if (q->cb)
+            q->cb(c, (ssize_t)q->off, q->user);
+        free(q);
+    } else if (res >= 0) {
         size_t n = (size_t)res;
         c->sq_bytes -= n;
         while (c->sq_head) {
@@ -468,16 +498,26 @@ static void send_cb(struct rs_op *op)
     maybe_resume_reading(c);
 }
 
+/* The most one sendfile operation moves: a bounded chunk keeps a huge file from holding the
+ * conn's only send slot for its whole length without a progress point. */
+#define SENDFILE_CHUNK (1u << 30)
+
 static void send_kick(struct rs_conn *c)
 {
     struct send_req *q = c->sq_head;
-    if (!q->next) {
+    if (q->file_fd >= 0) {
+        conn_op(c, &c->snd_op, RS_OP_SENDFILE, send_cb);
+        c->snd_op.u.splice.fd_in = q->file_fd;
+        c->snd_op.u.splice.off_in = q->file_off + (int64_t)q->off;
+        size_t left = q->len - q->off;
+        c->snd_op.u.splice.len = left > SENDFILE_CHUNK ? SENDFILE_CHUNK : left;
+    } else if (!q->next || q->next->file_fd >= 0) {
         conn_op(c, &c->snd_op, RS_OP_SEND, send_cb);
         c->snd_op.u.io.buf = (void *)(uintptr_t)(q->buf + q->off);
         c->snd_op.u.io.len = q->len - q->off;
     } else {
         int n = 0;
-        for (; q && n < SEND_BATCH; q = q->next, n++) {
+        for (; q && q->file_fd < 0 && n < SEND_BATCH; q = q->next, n++) {
             c->iov[n].iov_base = (void *)(uintptr_t)(q->buf + q->off);
             c->iov[n].iov_len = q->len - q->off;
         }
@@ -527,7 +567,7 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
     struct send_req *q = malloc(sizeof *q);
     if (!q)
         return -ENOMEM;
-    *q = (struct send_req){ .buf = buf, .len = len, .report = len, .cb = cb, .user = user };
+    *q = (struct send_req){ .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb, .user = user };
     queue_send(c, q);
     after_queue(c);
     return 0;
@@ -557,10 +597,34 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
         /* one callback, on the last piece, with the total */
         bool last = i == iovcnt - 1;
         *q[i] = (struct send_req){ .buf = iov[i].iov_base, .len = iov[i].iov_len, .report = total,
-                                   .cb = last ? cb : NULL, .user = user };
+                                   .file_fd = -1, .cb = last ? cb : NULL, .user = user };
     }
     for (int i = 0; i < iovcnt; i++)
         queue_send(c, q[i]);
+    after_queue(c);
+    return 0;
+}
+
+EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_send_cb cb, void *user)
+{
+    if (!c || fd < 0 || offset < 0)
+        return -EINVAL;
+    if (c->closing)
+        return -EBADF;
+    if (count == 0) {
+        struct stat st;
+        if (fstat(fd, &st) < 0)
+            return -errno;
+        if (!S_ISREG(st.st_mode))
+            return -EINVAL; /* "to EOF" needs a size; for pipes give a count */
+        count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
+    }
+    struct send_req *q = malloc(sizeof *q);
+    if (!q)
+        return -ENOMEM;
+    *q = (struct send_req){ .len = count, .report = count, .file_fd = fd, .file_off = offset, .cb = cb,
+                            .user = user };
+    queue_send(c, q);
     after_queue(c);
     return 0;
 }

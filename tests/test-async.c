@@ -2046,6 +2046,109 @@ START_TEST(zero_copy_sends_intact_and_unix_falls_back)
 }
 END_TEST
 
+/* rs_conn_sendfile between memory sends: everything arrives in order; count 0 sends to EOF; a
+ * count past EOF completes with what the file had. */
+START_TEST(sendfile_ordered_with_memory_sends)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    char path[] = "/tmp/rs-async-sendfile-XXXXXX";
+    int ffd = mkstemp(path);
+    ck_assert_int_ge(ffd, 0);
+    unlink(path);
+    size_t flen = 300000;
+    ck_assert_int_eq(write(ffd, pat, flen), (ssize_t)flen);
+    int cfd;
+    rs_conn *c = pair(l, &cfd, (struct bufs){ .cli_rcv = 4096 });
+    struct sv_result r[5];
+    memset(r, 0, sizeof r);
+    /* pattern bytes [0, 1000) from memory, [1000, 201000) from the file, [201000, 202000) from
+     * memory, then the file from 202000 to its end (count 0), then 10 past-EOF bytes asked for
+     * 100: the peer sees pat[0..flen) and the last send reports 0 of 100 */
+    ASSERT_ERR(rs_conn_send(c, pat, 1000, sv_sent, &r[0]), 0);
+    ASSERT_ERR(rs_conn_sendfile(c, ffd, 1000, 200000, sv_sent, &r[1]), 0);
+    ASSERT_ERR(rs_conn_send(c, pat + 201000, 1000, sv_sent, &r[2]), 0);
+    ASSERT_ERR(rs_conn_sendfile(c, ffd, 202000, 0, sv_sent, &r[3]), 0);
+    ASSERT_ERR(rs_conn_sendfile(c, ffd, (off_t)flen, 100, sv_sent, &r[4]), 0);
+    struct reader rd = { .fd = cfd };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, slow_reader, &rd), 0);
+    RUN_UNTIL(l, r[4].calls == 1, 10);
+    ck_assert_int_eq(r[0].status, 1000);
+    ck_assert_int_eq(r[1].status, 200000);
+    ck_assert_int_eq(r[2].status, 1000);
+    ck_assert_int_eq(r[3].status, (ssize_t)(flen - 202000));
+    ck_assert_int_eq(r[4].status, 0);
+    close_and_wait(l, c);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(rd.bad, 0);
+    ck_assert_uint_eq(rd.got, flen);
+    close(cfd);
+    int p[2];
+    ck_assert_int_eq(pipe2(p, O_CLOEXEC), 0);
+    rs_conn *c2 = pair(l, &cfd, (struct bufs){ 0 });
+    ASSERT_ERR(rs_conn_sendfile(c2, p[0], 0, 0, sv_sent, &r[0]), -EINVAL); /* to EOF of a pipe */
+    ASSERT_ERR(rs_conn_sendfile(c2, -1, 0, 10, sv_sent, &r[0]), -EINVAL);
+    ASSERT_ERR(rs_conn_sendfile(c2, ffd, -1, 10, sv_sent, &r[0]), -EINVAL);
+    close_and_wait(l, c2);
+    close(p[0]);
+    close(p[1]);
+    close(cfd);
+    close(ffd);
+    loop_free(l);
+}
+END_TEST
+
+struct acc_count {
+    int n;
+};
+
+static void acc_count_closed(rs_conn *c, void *u)
+{
+    (void)c;
+    (void)u;
+}
+
+static void acc_count_cb(rs_conn *l, rs_conn *c, int status, void *user)
+{
+    (void)l;
+    if (status == 0 && c) {
+        ((struct acc_count *)user)->n++;
+        rs_conn_close(c, acc_count_closed, NULL);
+    }
+}
+
+/* accept_stop: a connection made while stopped waits in the backlog and is accepted after
+ * accept_start; start right after stop (the cancel still in flight) keeps accepting. */
+START_TEST(accept_stop_then_start)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    struct sockaddr_storage a;
+    socklen_t len;
+    int lfd = listen_fd(16, 0, &a, &len);
+    rs_conn *lc = conn_of(l, lfd);
+    struct acc_count n = { 0 };
+    ASSERT_ERR(rs_conn_accept_start(lc, acc_count_cb, &n), 0);
+    int c1 = dial(&a, len, 0, 0);
+    RUN_UNTIL(l, n.n == 1, 5);
+    ASSERT_ERR(rs_conn_accept_stop(lc), 0);
+    run_for(l, 0.1);
+    int c2 = dial(&a, len, 0, 0);
+    run_for(l, 0.2);
+    ck_assert_int_eq(n.n, 1); /* stopped: c2 waits in the backlog */
+    ASSERT_ERR(rs_conn_accept_start(lc, acc_count_cb, &n), 0);
+    RUN_UNTIL(l, n.n == 2, 5);
+    ASSERT_ERR(rs_conn_accept_stop(lc), 0);
+    ASSERT_ERR(rs_conn_accept_start(lc, acc_count_cb, &n), 0); /* same turn */
+    int c3 = dial(&a, len, 0, 0);
+    RUN_UNTIL(l, n.n == 3, 5);
+    close_and_wait(l, lc);
+    close(c1);
+    close(c2);
+    close(c3);
+    loop_free(l);
+}
+END_TEST
+
 static atomic_int serve_accepted[2];
 
 static void serve_conn_closed(rs_conn *c, void *u)
@@ -2171,6 +2274,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, sends_complete_in_order);
     tcase_add_test(tc, sendv_one_callback_with_total_in_order);
     tcase_add_test(tc, zero_copy_sends_intact_and_unix_falls_back);
+    tcase_add_test(tc, sendfile_ordered_with_memory_sends);
+    tcase_add_test(tc, accept_stop_then_start);
 
     tc = tcase(s, "serve", 30);
     tcase_add_test(tc, serve_workers_share_and_steer_by_cpu);

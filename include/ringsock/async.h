@@ -125,6 +125,15 @@ int rs_serve_port(const rs_serve *sv);
  * From any thread but a worker's. */
 int rs_serve_stop(rs_serve *sv);
 
+/* Send count bytes of file fd from offset (count 0: to the end of a regular file), ordered
+ * with the conn's other sends; fd must stay open until cb, which gets count — or fewer if the
+ * file ended first. Runs as sendfile(2) operations (on io_uring: a non-blocking sendfile and a
+ * poll when the socket is full). -EINVAL for a bad fd/offset, or count 0 on a non-regular file. */
+int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_send_cb cb, void *user);
+
+/* Stop accepting (no more accept callbacks); rs_conn_accept_start resumes. */
+int rs_conn_accept_stop(rs_conn *listener);
+
 /* Timers. */
 typedef struct rs_timer rs_timer;
 /* Fired (status 0) or cancelled (-ECANCELED). The timer may be restarted from its callback. */
