@@ -294,13 +294,19 @@ static int drain_deferred(struct rs_loop *loop)
 }
 
 /* One turn: deferred completions, then the backend (without waiting if anything was done). */
-static int turn(struct rs_loop *loop, bool block)
+/* One turn: deferred completions, then the backend. After deferred completions the backend
+ * may still block if they did not finish what the caller waits for (`until`: a blocking call's
+ * op; NULL for rs_loop_run(DEFAULT), which waits for whatever comes): a send that completed
+ * inside its submit must not cost an extra non-blocking epoll_wait per message. */
+static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const struct rs_op *until)
 {
     int n = drain_deferred(loop);
     if (!loop->pending)
         return n; /* nothing in flight: no reason to ask the kernel */
+    if (n > 0 && (drain_may_satisfy || (until && until->done) || loop->stop || loop->deferred_head))
+        block = false;
     loop->stats.waits++;
-    int r = loop->ops->wait(loop, block && n == 0);
+    int r = loop->ops->wait(loop, block);
     return r < 0 ? r : n + r;
 }
 
@@ -313,7 +319,7 @@ int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
     while (!op->done) {
         /* op lives on our caller's stack and the kernel may still write into it: an engine
          * error cannot end this wait, only op's completion can. */
-        turn(loop, true);
+        turn(loop, true, false, op);
     }
     return op->res;
 }
@@ -337,7 +343,7 @@ EXPORT int rs_loop_run(rs_loop *loop, int mode)
     do {
         if (mode == RS_RUN_DEFAULT && !loop->pending && !loop->deferred_head)
             break;
-        int r = turn(loop, mode != RS_RUN_NOWAIT);
+        int r = turn(loop, mode != RS_RUN_NOWAIT, mode == RS_RUN_ONCE, NULL);
         if (r < 0)
             return r;
         total += r;
