@@ -34,10 +34,12 @@
  *
  * Figures per variant:
  *   conn/s         connects (+ closes) per second over a slice: median and min-max over the
- *                  rounds, the ratio of the median to plain's median, and the range of the
- *                  per-round paired ratios (plain ran in the same round)
+ *                  rounds, the ratio of the median to plain's median, and the median and range
+ *                  of the per-round paired ratios (plain ran in the same round)
  *   cli us/conn    the client's CPU time (CLOCK_PROCESS_CPUTIME_ID: user + system, which on
- *                  loopback includes much of the TCP handshake's softirq work) per connect
+ *                  loopback includes much of the TCP handshake's softirq work) per connect,
+ *                  median over the slices; "cpu x" = median over rounds of (this variant's
+ *                  cli us/conn) / (plain's in the same round): the steadier figure here
  *   srv us/conn    the server's CPU time (its CPU-time clock) per connect: the same work in every
  *                  variant, shown as a check that the server kept up
  *   sys/conn       syscalls per connect of the client, counted in a separate pass after the
@@ -1370,6 +1372,20 @@ static struct stat3 paired_ratio(const struct cell *c, const struct cell *base)
     return stats(v, n);
 }
 
+/* (this cell's client CPU per connect) / (baseline's) round by round. */
+static struct stat3 paired_cpu_ratio(const struct cell *c, const struct cell *base)
+{
+    double v[MAX_ROUNDS];
+    int n = 0;
+    for (int i = 0; i < c->n && i < base->n; i++) {
+        const struct run_result *a = &c->r[i], *b = &base->r[i];
+        if (a->conns == 0 || b->conns == 0 || a->cli_cpu_ns <= 0 || b->cli_cpu_ns <= 0)
+            continue;
+        v[n++] = ((double)a->cli_cpu_ns / (double)a->conns) / ((double)b->cli_cpu_ns / (double)b->conns);
+    }
+    return stats(v, n);
+}
+
 static const char *fig(char *buf, size_t len, double v, const char *fmt)
 {
     if (v < 0)
@@ -1406,8 +1422,9 @@ static void report(const struct cfg *cfg, const struct cell *cells, size_t ncell
            CLIENT_CPU, SERVER_CPU, listen_backlog, cfg->rounds, cfg->duration,
            cfg->linger ? "SO_LINGER 0 on every client close (RST, no TIME_WAIT)" : "normal close (TIME_WAIT)",
            cfg->window);
-    printf("%-12s %8s %15s %6s %11s %9s %9s %8s %9s %7s %6s %6s %4s\n", "variant", "conn/s", "min - max", "ratio",
-           "paired", "cli us/c", "srv us/c", "sys/c", "perf s/c", "max ms", "stalls", "drops", "tw");
+    printf("%-12s %8s %15s %6s %16s %9s %6s %9s %8s %9s %7s %6s %6s %4s\n", "variant", "conn/s", "min - max",
+           "ratio", "paired med min-max", "cli us/c", "cpu x", "srv us/c", "sys/c", "perf s/c", "max ms", "stalls",
+           "drops", "tw");
     for (size_t i = 0; i < ncells; i++) {
         const struct cell *c = &cells[i];
         if (c->failed) {
@@ -1416,15 +1433,16 @@ static void report(const struct cfg *cfg, const struct cell *cells, size_t ncell
         }
         struct stat3 cp = cell_stat(c, F_CPS), cc = cell_stat(c, F_CLI_CPU_US), sc = cell_stat(c, F_SRV_CPU_US),
                      mx = cell_stat(c, F_MAX_MS);
-        struct stat3 pr = base ? paired_ratio(c, base) : none;
+        struct stat3 pr = base ? paired_ratio(c, base) : none, pc = base ? paired_cpu_ratio(c, base) : none;
         char b[8][32];
         if (pr.n > 0)
-            snprintf(b[1], sizeof b[1], "%.2f-%.2f", pr.min, pr.max);
+            snprintf(b[1], sizeof b[1], "%.2f %.2f-%.2f", pr.med, pr.min, pr.max);
         else
             snprintf(b[1], sizeof b[1], "n/a");
-        printf("%-12s %8.0f %7.0f-%-7.0f %6s %11s %9s %9s %8s %9s %7.1f %6" PRIu64 " %6lld %4ld\n", c->v->name, cp.med,
-               cp.min, cp.max, fig(b[0], sizeof b[0], bs.med > 0 ? cp.med / bs.med : -1, "%.3f"), b[1],
-               fig(b[2], sizeof b[2], cc.med, "%.2f"), fig(b[3], sizeof b[3], sc.med, "%.2f"),
+        printf("%-12s %8.0f %7.0f-%-7.0f %6s %16s %9s %6s %9s %8s %9s %7.1f %6" PRIu64 " %6lld %4ld\n", c->v->name,
+               cp.med, cp.min, cp.max, fig(b[0], sizeof b[0], bs.med > 0 ? cp.med / bs.med : -1, "%.3f"), b[1],
+               fig(b[2], sizeof b[2], cc.med, "%.2f"), fig(b[6], sizeof b[6], pc.med, "%.3f"),
+               fig(b[3], sizeof b[3], sc.med, "%.2f"),
                fig(b[4], sizeof b[4], c->sys_conn, "%.3f"), fig(b[5], sizeof b[5], c->perf_sys_conn, "%.3f"),
                mx.max, cell_stalls(c), c->drops, c->tw);
     }
@@ -1473,6 +1491,9 @@ static void report(const struct cfg *cfg, const struct cell *cells, size_t ncell
                bs.med > 0 ? cp.med / bs.med : -1.0, pr.med, pr.min, pr.max);
         printf(" cli_cpu_us_per_conn=%.3f cli_cpu_us_per_conn_min=%.3f cli_cpu_us_per_conn_max=%.3f", cc.med,
                cc.min, cc.max);
+        struct stat3 pc = base ? paired_cpu_ratio(c, base) : none;
+        printf(" cli_cpu_paired_ratio_median=%.3f cli_cpu_paired_ratio_min=%.3f cli_cpu_paired_ratio_max=%.3f",
+               pc.med, pc.min, pc.max);
         printf(" srv_cpu_us_per_conn=%.3f cli_sys_per_conn=%.3f perf_cli_sys_per_conn=%.3f", sc.med, c->sys_conn,
                c->perf_sys_conn);
         printf(" max_conn_ms=%.3f stalls=%" PRIu64 " listen_drops=%lld time_wait=%ld\n", mx.max, cell_stalls(c),
