@@ -53,28 +53,6 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* 1234567 -> "1,234,567" (buf of at least 32 bytes). */
 static const char *grouped(double v, char *buf)
 {
@@ -593,15 +571,15 @@ static int demo_parse(int argc, char **argv, struct demo_opts *o)
     while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (c) {
         case 't':
-            if (!parse_double(optarg, 0.01, 60, &o->secs))
+            if (!rsb_parse_double(optarg, 0.01, 60, &o->secs))
                 return usage_error("demo: --time wants seconds from 0.01 to 60, not '%s'", optarg);
             break;
         case 'r':
-            if (!parse_long(optarg, 1, 100, &o->reps))
+            if (!rsb_parse_long(optarg, 1, 100, &o->reps))
                 return usage_error("demo: --reps wants 1 to 100, not '%s'", optarg);
             break;
         case 's':
-            if (!parse_long(optarg, 1, 65536, &o->size))
+            if (!rsb_parse_long(optarg, 1, 65536, &o->size))
                 return usage_error("demo: --size wants 1 to 65536 bytes, not '%s'", optarg);
             break;
         case 'b': {

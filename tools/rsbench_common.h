@@ -103,6 +103,10 @@ struct rsb_cpu rsb_cpu_now(void);
 /* 1234567 -> "1,234,567" */
 const char *rsb_grouped(double v, char buf[32]);
 
+/* Parse all of s as a number within [lo, hi]; false (and *out untouched) otherwise. */
+bool rsb_parse_double(const char *s, double lo, double hi, double *out);
+bool rsb_parse_long(const char *s, long lo, long hi, long *out);
+
 /* ---- progress lines: on a terminal one line rewritten in place (\r), otherwise one line per
  * interval, flushed at once so that a pipe sees it live ---- */
 struct rsb_progress {

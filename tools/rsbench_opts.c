@@ -36,28 +36,6 @@ static int usage(const char *fmt, ...)
     return 2;
 }
 
-static bool parse_double(const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !(v >= lo && v <= hi))
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 /* "64", "4k", "1M": bytes, k = 1024, m = 1024 * 1024. */
 static bool parse_size(const char *s, size_t *out)
 {
@@ -190,12 +168,12 @@ int rsb_parse(int argc, char **argv, bool server, struct rsb_opts *o)
             break;
         }
         case 't':
-            if (!parse_long(optarg, 1, MAX_THREADS, &l))
+            if (!rsb_parse_long(optarg, 1, MAX_THREADS, &l))
                 return usage("--threads wants 1 to %d, not '%s'", MAX_THREADS, optarg);
             o->threads = (int)l;
             break;
         case 'c':
-            if (!parse_long(optarg, 1, MAX_CONNS, &o->conns))
+            if (!rsb_parse_long(optarg, 1, MAX_CONNS, &o->conns))
                 return usage("--conns wants 1 to %d, not '%s'", MAX_CONNS, optarg);
             given_conns = true;
             break;
@@ -205,17 +183,17 @@ int rsb_parse(int argc, char **argv, bool server, struct rsb_opts *o)
             given_size = true;
             break;
         case 'd':
-            if (!parse_long(optarg, 1, 4096, &o->depth))
+            if (!rsb_parse_long(optarg, 1, 4096, &o->depth))
                 return usage("--depth wants 1 to 4096, not '%s'", optarg);
             given_depth = true;
             break;
         case 'D':
-            if (!parse_double(optarg, server ? 0 : 0.01, 1e6, &o->duration))
+            if (!rsb_parse_double(optarg, server ? 0 : 0.01, 1e6, &o->duration))
                 return usage("--duration wants seconds from %s to 1e6, not '%s'", server ? "0" : "0.01",
                              optarg);
             break;
         case 'i':
-            if (!parse_double(optarg, 0, 3600, &o->interval) || (o->interval > 0 && o->interval < 0.05))
+            if (!rsb_parse_double(optarg, 0, 3600, &o->interval) || (o->interval > 0 && o->interval < 0.05))
                 return usage("--interval wants 0 or seconds from 0.05 to 3600, not '%s'", optarg);
             break;
         case 'f': o->file = optarg; break;
@@ -248,7 +226,7 @@ int rsb_parse(int argc, char **argv, bool server, struct rsb_opts *o)
         o->port = args[i + 1];
     if (o->host && !*o->host)
         return usage("empty HOST");
-    if (o->port && !parse_long(o->port, server ? 0 : 1, 65535, &l))
+    if (o->port && !rsb_parse_long(o->port, server ? 0 : 1, 65535, &l))
         return usage("PORT wants a number from %d to 65535, not '%s'", server ? 0 : 1, o->port);
 
     if (v4 && v6)

@@ -1,6 +1,7 @@
 /* rsbench server/client: the histogram, progress lines, JSON strings, CPU time and signals. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
@@ -171,4 +172,26 @@ const char *rsb_backend_str(int backend)
 {
     const char *n = rs_backend_name(backend);
     return n ? n : "?";
+}
+
+bool rsb_parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+bool rsb_parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
 }
