@@ -33,39 +33,83 @@ struct send_req {
     void *user;
 };
 
+/* The iovecs of one gathering SENDMSG: a conn gets them on its first batch, since most conns
+ * (ping-pong) never have two sends queued and 1 KB per conn is cache misses at 1000s of conns. */
+struct send_batch {
+    struct msghdr msg;
+    struct iovec iov[SEND_BATCH];
+};
+
+/* A conn becomes a listener or a connection at its first accept_start / read_start / send; the
+ * two never need each other's state, so it shares memory (a conn is ~2.2 KB -> ~0.6 KB). */
+enum { ROLE_NONE, ROLE_LISTENER, ROLE_STREAM };
+
 struct rs_conn {
     struct rs_loop *loop;
     int fd;
+    uint8_t role;
+    bool closing;
+    unsigned inflight; /* operations of this conn not yet completed */
     uint64_t id;
     void *data;
-    unsigned inflight; /* operations of this conn not yet completed */
-    bool closing;
-
-    struct rs_op acc_op, backoff_op;
-    bool acc_on, acc_armed, backoff_armed;
-    rs_accept_cb acc_cb;
-    void *acc_user;
-
-    struct rs_op rd_op, stash_op;
-    bool rd_on, rd_armed, rd_paused, rd_cancelling;
-    rs_read_cb rd_cb;
-    void *rd_user;
-    char *stash;    /* received after read_stop, before the cancel landed */
-    size_t stash_len, stash_cap;
-    int stash_end;  /* 0, 1 = EOF seen while stopped, < 0 = error seen while stopped */
-
-    struct rs_op snd_op;
-    bool snd_armed, in_send_cb;
-    bool zc_off; /* the socket refused zero-copy (AF_UNIX): plain sends from now on */
-    struct send_req *sq_head, *sq_tail;
-    size_t sq_bytes;
-    struct iovec iov[SEND_BATCH];
-    struct msghdr msg;
 
     struct rs_op close_op;
     rs_close_cb close_cb;
     void *close_user;
+
+    union {
+        struct { /* ROLE_LISTENER */
+            struct rs_op acc_op, backoff_op;
+            bool acc_on, acc_armed, backoff_armed;
+            rs_accept_cb acc_cb;
+            void *acc_user;
+        };
+        struct { /* ROLE_STREAM */
+            struct rs_op rd_op, stash_op;
+            bool rd_on, rd_armed, rd_paused, rd_cancelling;
+            rs_read_cb rd_cb;
+            void *rd_user;
+            char *stash; /* received after read_stop, before the cancel landed */
+            size_t stash_len, stash_cap;
+            int stash_end; /* 0, 1 = EOF seen while stopped, < 0 = error seen while stopped */
+
+            struct rs_op snd_op;
+            bool snd_armed, in_send_cb;
+            bool zc_off;   /* the socket refused zero-copy (AF_UNIX): plain sends from now on */
+            bool req1_busy;
+            struct send_req *sq_head, *sq_tail;
+            size_t sq_bytes;
+            struct send_batch *batch;
+            /* one request without malloc: the common case is one send at a time */
+            struct send_req req1;
+        };
+    };
 };
+
+/* Claim the role a call needs; false if the conn already has the other one. */
+static bool role(struct rs_conn *c, uint8_t want)
+{
+    if (c->role == ROLE_NONE)
+        c->role = want;
+    return c->role == want;
+}
+
+static struct send_req *req_new(struct rs_conn *c)
+{
+    if (!c->req1_busy) {
+        c->req1_busy = true;
+        return &c->req1;
+    }
+    return malloc(sizeof(struct send_req));
+}
+
+static void req_free(struct rs_conn *c, struct send_req *q)
+{
+    if (q == &c->req1)
+        c->req1_busy = false;
+    else
+        free(q);
+}
 
 
 static void conn_op(struct rs_conn *c, struct rs_op *op, int kind, rs_op_cb cb)
@@ -89,21 +133,26 @@ static int submit(struct rs_conn *c, struct rs_op *op)
 
 static void finish_close(struct rs_conn *c)
 {
-    /* sends never handed to the kernel end here, in order */
-    struct send_req *q = c->sq_head;
-    c->sq_head = c->sq_tail = NULL;
-    while (q) {
-        struct send_req *next = q->next;
-        if (q->cb)
-            q->cb(c, -ECANCELED, q->user);
-        free(q);
-        q = next;
+    if (c->role == ROLE_STREAM) {
+        /* sends never handed to the kernel end here, in order */
+        struct send_req *q = c->sq_head;
+        c->sq_head = c->sq_tail = NULL;
+        while (q) {
+            struct send_req *next = q->next;
+            if (q->cb)
+                q->cb(c, -ECANCELED, q->user);
+            req_free(c, q);
+            q = next;
+        }
     }
     c->loop->ops->forget_fd(c->loop, c->fd);
     close(c->fd);
     if (c->close_cb)
         c->close_cb(c, c->close_user);
-    free(c->stash);
+    if (c->role == ROLE_STREAM) {
+        free(c->stash);
+        free(c->batch);
+    }
     free(c);
 }
 
@@ -246,6 +295,8 @@ EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
         return -EINVAL;
     if (listener->closing)
         return -EBADF;
+    if (!role(listener, ROLE_LISTENER))
+        return -EINVAL;
     if (listener->acc_on)
         return -EALREADY;
     listener->acc_cb = cb;
@@ -268,7 +319,7 @@ EXPORT int rs_conn_accept_stop(rs_conn *listener)
 {
     if (!listener)
         return -EINVAL;
-    if (!listener->acc_on)
+    if (listener->role != ROLE_LISTENER || !listener->acc_on)
         return 0;
     listener->acc_on = false;
     /* connections the kernel still hands over before the cancel lands are closed (accepted()) */
@@ -391,6 +442,8 @@ EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
         return -EINVAL;
     if (c->closing)
         return -EBADF;
+    if (!role(c, ROLE_STREAM))
+        return -EINVAL;
     if (c->rd_on)
         return -EALREADY;
     if (c->stash_len || c->stash_end) {
@@ -416,7 +469,7 @@ EXPORT int rs_conn_read_stop(rs_conn *c)
 {
     if (!c)
         return -EINVAL;
-    if (!c->rd_on)
+    if (c->role != ROLE_STREAM || !c->rd_on)
         return 0;
     c->rd_on = false;
     read_cancel(c);
@@ -458,7 +511,7 @@ static void send_cb(struct rs_op *op)
             c->sq_tail = NULL;
         if (q->cb)
             q->cb(c, (ssize_t)q->off, q->user);
-        free(q);
+        req_free(c, q);
     } else if (res >= 0) {
         size_t n = (size_t)res;
         c->sq_bytes -= n;
@@ -475,7 +528,7 @@ static void send_cb(struct rs_op *op)
                 c->sq_tail = NULL;
             if (q->cb)
                 q->cb(c, (ssize_t)q->report, q->user);
-            free(q);
+            req_free(c, q);
         }
     } else {
         /* the stream is broken (or closing): every queued send fails, in order */
@@ -486,7 +539,7 @@ static void send_cb(struct rs_op *op)
             struct send_req *next = q->next;
             if (q->cb)
                 q->cb(c, res, q->user);
-            free(q);
+            req_free(c, q);
             q = next;
         }
     }
@@ -511,25 +564,26 @@ static void send_kick(struct rs_conn *c)
         c->snd_op.u.splice.off_in = q->file_off + (int64_t)q->off;
         size_t left = q->len - q->off;
         c->snd_op.u.splice.len = left > SENDFILE_CHUNK ? SENDFILE_CHUNK : left;
-    } else if (!q->next || q->next->file_fd >= 0) {
+    } else if (!q->next || q->next->file_fd >= 0 || (!c->batch && !(c->batch = malloc(sizeof *c->batch)))) {
+        /* one buffer (or no memory for a batch: the queue drains one send at a time) */
         conn_op(c, &c->snd_op, RS_OP_SEND, send_cb);
         c->snd_op.u.io.buf = (void *)(uintptr_t)(q->buf + q->off);
         c->snd_op.u.io.len = q->len - q->off;
     } else {
         int n = 0;
         for (; q && q->file_fd < 0 && n < SEND_BATCH; q = q->next, n++) {
-            c->iov[n].iov_base = (void *)(uintptr_t)(q->buf + q->off);
-            c->iov[n].iov_len = q->len - q->off;
+            c->batch->iov[n].iov_base = (void *)(uintptr_t)(q->buf + q->off);
+            c->batch->iov[n].iov_len = q->len - q->off;
         }
-        memset(&c->msg, 0, sizeof c->msg);
-        c->msg.msg_iov = c->iov;
-        c->msg.msg_iovlen = (size_t)n;
+        memset(&c->batch->msg, 0, sizeof c->batch->msg);
+        c->batch->msg.msg_iov = c->batch->iov;
+        c->batch->msg.msg_iovlen = (size_t)n;
         conn_op(c, &c->snd_op, RS_OP_SENDMSG, send_cb);
-        c->snd_op.u.msg = &c->msg;
+        c->snd_op.u.msg = &c->batch->msg;
     }
     size_t bytes = c->snd_op.kind == RS_OP_SEND ? c->snd_op.u.io.len : 0;
-    for (size_t i = 0; c->snd_op.kind == RS_OP_SENDMSG && i < c->msg.msg_iovlen; i++)
-        bytes += c->iov[i].iov_len;
+    for (size_t i = 0; c->snd_op.kind == RS_OP_SENDMSG && i < c->batch->msg.msg_iovlen; i++)
+        bytes += c->batch->iov[i].iov_len;
     c->snd_op.zc = !c->zc_off && bytes >= c->loop->zc_threshold;
     if (submit(c, &c->snd_op) == 0)
         c->snd_armed = true;
@@ -564,7 +618,9 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
         return -EINVAL;
     if (c->closing)
         return -EBADF;
-    struct send_req *q = malloc(sizeof *q);
+    if (!role(c, ROLE_STREAM))
+        return -EINVAL;
+    struct send_req *q = req_new(c);
     if (!q)
         return -ENOMEM;
     *q = (struct send_req){ .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb, .user = user };
@@ -579,6 +635,8 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
         return -EINVAL;
     if (c->closing)
         return -EBADF;
+    if (!role(c, ROLE_STREAM))
+        return -EINVAL;
     struct send_req *q[SEND_BATCH];
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -588,10 +646,10 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
     }
     /* all or nothing: allocate every piece before queueing any */
     for (int i = 0; i < iovcnt; i++) {
-        q[i] = malloc(sizeof *q[i]);
+        q[i] = req_new(c);
         if (!q[i]) {
             while (i--)
-                free(q[i]);
+                req_free(c, q[i]);
             return -ENOMEM;
         }
         /* one callback, on the last piece, with the total */
@@ -611,6 +669,8 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
         return -EINVAL;
     if (c->closing)
         return -EBADF;
+    if (!role(c, ROLE_STREAM))
+        return -EINVAL;
     if (count == 0) {
         struct stat st;
         if (fstat(fd, &st) < 0)
@@ -619,7 +679,7 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
             return -EINVAL; /* "to EOF" needs a size; for pipes give a count */
         count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
     }
-    struct send_req *q = malloc(sizeof *q);
+    struct send_req *q = req_new(c);
     if (!q)
         return -ENOMEM;
     *q = (struct send_req){ .len = count, .report = count, .file_fd = fd, .file_off = offset, .cb = cb,
@@ -629,7 +689,7 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
     return 0;
 }
 
-EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c ? c->sq_bytes : 0; }
+EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c && c->role == ROLE_STREAM ? c->sq_bytes : 0; }
 
 /* ---- close ---- */
 
@@ -647,17 +707,21 @@ EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
     c->closing = true;
     c->close_cb = cb;
     c->close_user = user;
-    c->acc_on = c->rd_on = false;
     /* close(2) would not end operations in flight (a pending receive even keeps the socket
      * open, liburing #932): cancel each, and close the fd when the last has completed. */
-    if (c->acc_armed)
-        rs__loop_cancel(c->loop, &c->acc_op);
-    if (c->backoff_armed)
-        rs__loop_cancel(c->loop, &c->backoff_op);
-    if (c->rd_armed && !c->rd_cancelling)
-        rs__loop_cancel(c->loop, &c->rd_op);
-    if (c->snd_armed)
-        rs__loop_cancel(c->loop, &c->snd_op);
+    if (c->role == ROLE_LISTENER) {
+        c->acc_on = false;
+        if (c->acc_armed)
+            rs__loop_cancel(c->loop, &c->acc_op);
+        if (c->backoff_armed)
+            rs__loop_cancel(c->loop, &c->backoff_op);
+    } else if (c->role == ROLE_STREAM) {
+        c->rd_on = false;
+        if (c->rd_armed && !c->rd_cancelling)
+            rs__loop_cancel(c->loop, &c->rd_op);
+        if (c->snd_armed)
+            rs__loop_cancel(c->loop, &c->snd_op);
+    }
     /* A deferred op brings the final callback into the loop even when nothing was in flight. */
     conn_op(c, &c->close_op, RS_OP_DEFER, close_cb_op);
     c->close_op.fd = -1;
