@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@ struct send_req {
     size_t len, off;
     size_t report; /* what cb is told on success: len, or a whole rs_conn_sendv's total */
     int file_fd;    /* >= 0: rs_conn_sendfile, len bytes of file_fd from file_off (buf unused) */
+    bool more;      /* an rs_conn_sendv piece with more pieces after it (cancelled together) */
     int64_t file_off;
     rs_send_cb cb;
     void *user;
@@ -72,6 +75,10 @@ struct rs_conn {
             char *stash; /* received after read_stop, before the cancel landed */
             size_t stash_len, stash_cap;
             int stash_end; /* 0, 1 = EOF seen while stopped, < 0 = error seen while stopped */
+            /* the delivery the read callback is in (rs_conn_read_keep); ring: the backend's */
+            const void *cur_data;
+            size_t cur_n;
+            bool cur_ring, cur_kept;
 
             struct rs_op snd_op;
             bool snd_armed, in_send_cb;
@@ -79,6 +86,10 @@ struct rs_conn {
             bool req1_busy;
             struct send_req *sq_head, *sq_tail;
             size_t sq_bytes;
+            unsigned sq_inflight; /* requests from sq_head the operation in flight covers */
+            struct send_req *cx_head, *cx_tail; /* cancelled, callbacks due from the loop */
+            struct rs_op cx_op;
+            bool cx_armed;
             struct send_batch *batch;
             /* one request without malloc: the common case is one send at a time */
             struct send_req req1;
@@ -135,6 +146,11 @@ static void finish_close(struct rs_conn *c)
 {
     if (c->role == ROLE_STREAM) {
         /* sends never handed to the kernel end here, in order */
+        if (c->cx_tail) {
+            c->cx_tail->next = c->sq_head;
+            c->sq_head = c->cx_head;
+            c->cx_head = c->cx_tail = NULL;
+        }
         struct send_req *q = c->sq_head;
         c->sq_head = c->sq_tail = NULL;
         while (q) {
@@ -352,6 +368,17 @@ static void stash_add(struct rs_conn *c, const void *data, size_t n)
     c->stash_len += n;
 }
 
+/* The read callback with bytes, which it may keep (rs_conn_read_keep). */
+static void deliver(struct rs_conn *c, const void *data, size_t n, bool ring)
+{
+    c->cur_data = data;
+    c->cur_n = n;
+    c->cur_ring = ring;
+    c->cur_kept = false;
+    c->rd_cb(c, (ssize_t)n, data, c->rd_user);
+    c->cur_data = NULL; /* c is alive: every op of c holds it until op_done */
+}
+
 /* Data (res > 0) or the end (res <= 0) of the stream for the user, or the stash. */
 static void read_result(struct rs_conn *c, int res, const void *data)
 {
@@ -359,7 +386,7 @@ static void read_result(struct rs_conn *c, int res, const void *data)
         return;
     if (res > 0) {
         if (c->rd_on)
-            c->rd_cb(c, res, data, c->rd_user);
+            deliver(c, data, (size_t)res, true);
         else
             stash_add(c, data, (size_t)res);
         return;
@@ -423,7 +450,7 @@ static void stash_cb(struct rs_op *op)
     if (c->stash_len) {
         size_t n = c->stash_len;
         c->stash_len = 0;
-        c->rd_cb(c, (ssize_t)n, c->stash, c->rd_user);
+        deliver(c, c->stash, n, false);
     }
     if (c->stash_end && c->rd_on && !c->closing) {
         int end = c->stash_end == 1 ? 0 : c->stash_end;
@@ -474,6 +501,55 @@ EXPORT int rs_conn_read_stop(rs_conn *c)
     c->rd_on = false;
     read_cancel(c);
     return 0;
+}
+
+struct rs_rbuf {
+    struct rs_loop *loop;
+    const void *data;
+    bool ring;   /* the backend's receive buffer, lent (io_uring) */
+    char copy[]; /* otherwise the bytes themselves */
+};
+
+EXPORT int rs_conn_read_keep(rs_conn *c, rs_rbuf **out)
+{
+    if (!c || !out || c->role != ROLE_STREAM || !c->cur_data)
+        return -EINVAL;
+    if (c->cur_kept)
+        return -EALREADY;
+    struct rs_loop *loop = c->loop;
+    struct rs_rbuf *b;
+    if (c->cur_ring && loop->ops->buf_keep) {
+        /* lend the backend's own buffer, if this is one (not the readiness scratch) */
+        if (!(b = malloc(sizeof *b)))
+            return -ENOMEM;
+        if (loop->ops->buf_keep(loop, c->cur_data) == 0) {
+            *b = (struct rs_rbuf){ .loop = loop, .data = c->cur_data, .ring = true };
+            c->cur_kept = true;
+            *out = b;
+            return 0;
+        }
+        free(b);
+    }
+    if (!(b = malloc(sizeof *b + c->cur_n)))
+        return -ENOMEM;
+    b->loop = loop;
+    b->ring = false;
+    memcpy(b->copy, c->cur_data, c->cur_n);
+    b->data = b->copy;
+    c->cur_kept = true;
+    *out = b;
+    return 0;
+}
+
+EXPORT const void *rs_rbuf_data(const rs_rbuf *b) { return b ? b->data : NULL; }
+
+EXPORT void rs_rbuf_release(rs_rbuf *b)
+{
+    if (!b)
+        return;
+    if (b->ring)
+        b->loop->ops->buf_release(b->loop, b->data);
+    free(b);
 }
 
 /* ---- send ---- */
@@ -581,6 +657,7 @@ static void send_kick(struct rs_conn *c)
         conn_op(c, &c->snd_op, RS_OP_SENDMSG, send_cb);
         c->snd_op.u.msg = &c->batch->msg;
     }
+    c->sq_inflight = c->snd_op.kind == RS_OP_SENDMSG ? (unsigned)c->batch->msg.msg_iovlen : 1;
     size_t bytes = c->snd_op.kind == RS_OP_SEND ? c->snd_op.u.io.len : 0;
     for (size_t i = 0; c->snd_op.kind == RS_OP_SENDMSG && i < c->batch->msg.msg_iovlen; i++)
         bytes += c->batch->iov[i].iov_len;
@@ -655,7 +732,7 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
         /* one callback, on the last piece, with the total */
         bool last = i == iovcnt - 1;
         *q[i] = (struct send_req){ .buf = iov[i].iov_base, .len = iov[i].iov_len, .report = total,
-                                   .file_fd = -1, .cb = last ? cb : NULL, .user = user };
+                                   .file_fd = -1, .more = !last, .cb = last ? cb : NULL, .user = user };
     }
     for (int i = 0; i < iovcnt; i++)
         queue_send(c, q[i]);
@@ -687,6 +764,74 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
     queue_send(c, q);
     after_queue(c);
     return 0;
+}
+
+static void cancelled_cb(struct rs_op *op)
+{
+    struct rs_conn *c = op->data;
+    c->cx_armed = false;
+    struct send_req *q = c->cx_head;
+    c->cx_head = c->cx_tail = NULL;
+    while (q) {
+        struct send_req *next = q->next;
+        if (q->cb)
+            q->cb(c, -ECANCELED, q->user);
+        req_free(c, q);
+        q = next;
+    }
+    op_done(c);
+}
+
+EXPORT int rs_conn_send_cancel(rs_conn *c, void *user)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->role != ROLE_STREAM || c->closing)
+        return 0;
+    /* Untouchable: what the operation in flight covers, a request partly written already (a
+     * short send being continued), and the rest of a vectored send either of them began. */
+    unsigned skip = c->snd_armed ? c->sq_inflight : 0, i = 0;
+    struct send_req **pp = &c->sq_head, *prev = NULL;
+    while (*pp && (i < skip || (*pp)->off > 0 || (prev && prev->more))) {
+        prev = *pp;
+        pp = &(*pp)->next;
+        i++;
+    }
+    int n = 0;
+    while (*pp) {
+        struct send_req *first = *pp, *last = first;
+        while (last->more && last->next)
+            last = last->next;
+        if (last->user != user) {
+            pp = &last->next;
+            continue;
+        }
+        *pp = last->next;
+        last->next = NULL;
+        for (struct send_req *q = first; q; q = q->next)
+            c->sq_bytes -= q->len - q->off;
+        if (c->cx_tail)
+            c->cx_tail->next = first;
+        else
+            c->cx_head = first;
+        c->cx_tail = last;
+        n++;
+    }
+    if (n == 0)
+        return 0;
+    c->sq_tail = NULL;
+    for (struct send_req *q = c->sq_head; q; q = q->next)
+        c->sq_tail = q;
+    if (!c->cx_armed) {
+        /* the callbacks run from the loop, never inside this call (a deferred op cannot fail
+         * to submit; were it to, finish_close still runs them) */
+        conn_op(c, &c->cx_op, RS_OP_DEFER, cancelled_cb);
+        c->cx_op.fd = -1;
+        if (submit(c, &c->cx_op) == 0)
+            c->cx_armed = true;
+    }
+    maybe_resume_reading(c);
+    return n;
 }
 
 EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c && c->role == ROLE_STREAM ? c->sq_bytes : 0; }
@@ -730,6 +875,142 @@ EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
         finish_close(c); /* cannot defer: finish now rather than leak */
         return 0;
     }
+    return 0;
+}
+
+/* ---- wake-ups from other threads ---- */
+
+struct rs_async {
+    struct rs_loop *loop;
+    int fd; /* eventfd: a counter the kernel keeps, one fd, writes never block */
+    uint64_t id;
+    atomic_bool pending; /* a wake-up is on its way: further sends need no write */
+    bool armed, closing, in_cb;
+    uint64_t val;
+    struct rs_op op;
+    rs_async_cb cb;
+    void *user;
+    void (*close_cb)(rs_async *a, void *user);
+    void *close_user;
+};
+
+static void async_arm(struct rs_async *a);
+
+static void async_finish(struct rs_async *a)
+{
+    a->loop->ops->forget_fd(a->loop, a->fd);
+    close(a->fd);
+    if (a->close_cb)
+        a->close_cb(a, a->close_user);
+    free(a);
+}
+
+static void async_op_cb(struct rs_op *op)
+{
+    struct rs_async *a = op->data;
+    a->armed = false;
+    if (a->closing) {
+        async_finish(a);
+        return;
+    }
+    /* cleared before the callback: a send from now on writes again, so none is lost */
+    atomic_store(&a->pending, false);
+    if (op->res > 0) {
+        a->in_cb = true;
+        a->cb(a, a->user);
+        a->in_cb = false;
+    }
+    if (!a->closing)
+        async_arm(a);
+    else if (!a->armed)
+        async_finish(a);
+}
+
+static void async_arm(struct rs_async *a)
+{
+    memset(&a->op, 0, sizeof a->op);
+    a->op.kind = RS_OP_READ;
+    a->op.fd = a->fd;
+    a->op.fdgen = a->id;
+    a->op.deadline = RS_DEADLINE_NONE;
+    a->op.u.io.buf = &a->val;
+    a->op.u.io.len = sizeof a->val;
+    a->op.cb = async_op_cb;
+    a->op.data = a;
+    if (rs__loop_submit(a->loop, &a->op) == 0)
+        a->armed = true;
+}
+
+EXPORT int rs_async_new(rs_async **out, rs_loop *loop, rs_async_cb cb, void *user)
+{
+    if (!out || !loop || !cb)
+        return -EINVAL;
+    *out = NULL;
+    struct rs_async *a = calloc(1, sizeof *a);
+    if (!a)
+        return -ENOMEM;
+    a->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (a->fd < 0) {
+        int e = -errno;
+        free(a);
+        return e;
+    }
+    a->loop = loop;
+    a->id = rs__fdgen_next();
+    a->cb = cb;
+    a->user = user;
+    atomic_init(&a->pending, false);
+    async_arm(a);
+    if (!a->armed) {
+        close(a->fd);
+        free(a);
+        return -ENOMEM;
+    }
+    *out = a;
+    return 0;
+}
+
+EXPORT int rs_async_send(rs_async *a)
+{
+    if (!a)
+        return -EINVAL;
+    if (atomic_exchange(&a->pending, true))
+        return 0;
+    uint64_t one = 1;
+    for (;;) {
+        if (write(a->fd, &one, sizeof one) == (ssize_t)sizeof one)
+            return 0;
+        if (errno == EAGAIN)
+            return 0; /* the counter is saturated: a wake-up is certainly pending */
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+EXPORT int rs_async_close(rs_async *a, void (*close_cb)(rs_async *a, void *user), void *user)
+{
+    if (!a)
+        return -EINVAL;
+    if (a->closing)
+        return -EALREADY;
+    a->closing = true;
+    a->close_cb = close_cb;
+    a->close_user = user;
+    if (a->armed) {
+        rs__loop_cancel(a->loop, &a->op); /* its completion finishes the close */
+        return 0;
+    }
+    if (a->in_cb)
+        return 0; /* async_op_cb finishes once the callback returns */
+    /* not armed (a failed re-arm): finish from the loop, never inside this call */
+    memset(&a->op, 0, sizeof a->op);
+    a->op.kind = RS_OP_DEFER;
+    a->op.fd = -1;
+    a->op.cb = async_op_cb;
+    a->op.data = a;
+    int r = rs__loop_submit(a->loop, &a->op);
+    if (r < 0)
+        async_finish(a);
     return 0;
 }
 

@@ -134,6 +134,41 @@ int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_send_cb 
 /* Stop accepting (no more accept callbacks); rs_conn_accept_start resumes. */
 int rs_conn_accept_stop(rs_conn *listener);
 
+/* Keeping received bytes past the read callback (zero-copy on io_uring). */
+typedef struct rs_rbuf rs_rbuf;
+
+/* Only inside a read callback with n > 0: keep the bytes just delivered. *data (and n) stay valid
+ * at the same address until rs_rbuf_release(*out). On io_uring the bytes are the loop's provided
+ * buffer itself — no copy; it returns to the ring at release, and while many are kept a receive
+ * that finds the ring empty waits for a release (no spin, nothing lost). On epoll/poll the bytes
+ * are copied once here. -EINVAL outside a read callback (or n <= 0), -ENOMEM. */
+int rs_conn_read_keep(rs_conn *c, rs_rbuf **out);
+/* The kept bytes' address. */
+const void *rs_rbuf_data(const rs_rbuf *b);
+/* Give the bytes back (on the loop's thread; before the loop is freed). */
+void rs_rbuf_release(rs_rbuf *b);
+
+/* Cancel queued sends of c that the kernel has not started (made with this user pointer): each
+ * callback runs with -ECANCELED, from the loop, in queue order. A send already being written
+ * (part of the operation in flight) goes on: the bytes on the wire cannot be recalled, and the
+ * stream stays whole. A vectored send is cancelled whole or not at all. Returns how many sends
+ * were cancelled (0 if none matched), or -EINVAL. */
+int rs_conn_send_cancel(rs_conn *c, void *user);
+
+/* A wake-up from any thread (libuv's uv_async_t): rs_async_send may be called from any thread;
+ * the callback then runs on the loop's thread at least once after it. Sends before the callback
+ * runs coalesce into one call. The loop is kept alive (rs_loop_run does not return for lack of
+ * work) until rs_async_close. */
+typedef struct rs_async rs_async;
+typedef void (*rs_async_cb)(rs_async *a, void *user);
+/* On the loop's thread. */
+int rs_async_new(rs_async **out, rs_loop *loop, rs_async_cb cb, void *user);
+/* Any thread; async-signal-safe. Not after rs_async_close. */
+int rs_async_send(rs_async *a);
+/* On the loop's thread: no more callbacks; close_cb (may be NULL) runs from the loop, after which
+ * a is freed. */
+int rs_async_close(rs_async *a, void (*close_cb)(rs_async *a, void *user), void *user);
+
 /* Timers. */
 typedef struct rs_timer rs_timer;
 /* Fired (status 0) or cancelled (-ECANCELED). The timer may be restarted from its callback. */

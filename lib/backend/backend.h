@@ -91,6 +91,11 @@ struct rs_backend_ops {
      * buffer pool then hands out plain memory and the socket layer plain operations. */
     int  (*buffers_init)(struct rs_loop *loop, unsigned nslots);
     int  (*buffer_update)(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
+    /* Multishot receive buffers lent past a delivery (rs_conn_read_keep); NULL where deliveries
+     * are not the backend's to lend (readiness backends: the caller copies). buf_keep is called
+     * inside the delivery of data: 0, and data is not reused until buf_release; or -errno. */
+    int  (*buf_keep)(struct rs_loop *loop, const void *data);
+    void (*buf_release)(struct rs_loop *loop, const void *data);
 };
 
 extern const struct rs_backend_ops rs__uring_ops;
