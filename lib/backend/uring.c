@@ -94,6 +94,12 @@ struct uring_be {
     size_t bufs_bytes;
     unsigned nbufs, bufsz;
     bool has_zc; /* SEND_ZC and SENDMSG_ZC (6.0 / 6.1) */
+    /* buffers lent past their delivery (rs_conn_read_keep), and the multishot receives that
+     * found the ring empty because of them: re-armed at a release, not on a timer or at once
+     * (that would spin on -ENOBUFS while the buffers stay out) */
+    unsigned kept;
+    bool keep_now; /* the delivery in progress is being kept */
+    struct rs_op *starved;
 };
 
 static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
@@ -369,14 +375,24 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
         op->mdata = data;
         rs__op_complete(loop, op, res);
     }
-    if (data)
-        recycle(be, flags >> IORING_CQE_BUFFER_SHIFT);
+    if (data) {
+        if (be->keep_now) {
+            be->keep_now = false;
+            be->kept++;
+        } else {
+            recycle(be, flags >> IORING_CQE_BUFFER_SHIFT);
+        }
+    }
     /* the callback may have stopped it meanwhile (op->cancelled): then it ends here */
     if (rearm && !op->done) {
-        if (op->cancelled)
+        if (op->cancelled) {
             rs__op_complete(loop, op, -ECANCELED);
-        else if (queue(loop, op) < 0)
+        } else if (res == -ENOBUFS && be->kept >= be->nbufs) {
+            op->next = be->starved;
+            be->starved = op;
+        } else if (queue(loop, op) < 0) {
             rs__op_complete(loop, op, -EBUSY);
+        }
     }
 }
 
@@ -466,6 +482,14 @@ static int uring_wait(struct rs_loop *loop, bool block)
 
 static int uring_cancel(struct rs_loop *loop, struct rs_op *op)
 {
+    struct uring_be *be = loop->be;
+    for (struct rs_op **pp = &be->starved; *pp; pp = &(*pp)->next) {
+        if (*pp == op) { /* waiting for a buffer, not in the kernel */
+            *pp = op->next;
+            rs__loop_defer(loop, op, -ECANCELED);
+            return 0;
+        }
+    }
     struct io_uring *ring = ring_of(loop);
     if (op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER)
         return 0; /* completes on the next turn anyway */
@@ -481,6 +505,32 @@ static void uring_forget_fd(struct rs_loop *loop, int fd)
 {
     (void)loop;
     (void)fd;
+}
+
+static int uring_buf_keep(struct rs_loop *loop, const void *data)
+{
+    struct uring_be *be = loop->be;
+    const char *p = data;
+    if (!be->br || p < be->bufs || p >= be->bufs + (size_t)be->nbufs * be->bufsz)
+        return -EINVAL;
+    be->keep_now = true;
+    return 0;
+}
+
+static void uring_buf_release(struct rs_loop *loop, const void *data)
+{
+    struct uring_be *be = loop->be;
+    recycle(be, (unsigned)(((const char *)data - be->bufs) / be->bufsz));
+    be->kept--;
+    struct rs_op *op = be->starved;
+    be->starved = NULL;
+    while (op) {
+        struct rs_op *next = op->next;
+        op->next = NULL;
+        if (queue(loop, op) < 0)
+            rs__loop_defer(loop, op, -EBUSY);
+        op = next;
+    }
 }
 
 static int uring_buffers_init(struct rs_loop *loop, unsigned nslots)
@@ -505,4 +555,6 @@ const struct rs_backend_ops rs__uring_ops = {
     .forget_fd = uring_forget_fd,
     .buffers_init = uring_buffers_init,
     .buffer_update = uring_buffer_update,
+    .buf_keep = uring_buf_keep,
+    .buf_release = uring_buf_release,
 };
