@@ -3,7 +3,6 @@
  * softirq received it (no libbpf needed: SO_ATTACH_REUSEPORT_CBPF). */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/filter.h>
 #include <pthread.h>
 #include <arpa/inet.h>
@@ -28,9 +27,8 @@ struct worker {
     rs_socket *sock;   /* handed to the worker, which turns it into its listener */
     rs_loop *loop;
     rs_conn *listener;
-    int wake[2];       /* rs_serve_stop writes; the loop reads (RS_OP_READ) */
-    char wake_buf[1];
-    struct rs_op wake_op;
+    rs_async *wake;    /* rs_serve_stop's signal to the worker */
+    bool stopping;
     int error;
 };
 
@@ -44,9 +42,13 @@ struct rs_serve {
     int ready;         /* workers that finished starting (well or not) */
 };
 
-static void wake_cb(struct rs_op *op)
+static void wake_cb(rs_async *a, void *user)
 {
-    struct worker *w = op->data;
+    struct worker *w = user;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    rs_async_close(a, NULL, NULL);
     if (w->listener) {
         rs_conn_close(w->listener, NULL, NULL);
         w->listener = NULL;
@@ -74,18 +76,8 @@ static void *worker_main(void *p)
         if (r == 0)
             w->sock = NULL;
     }
-    if (r == 0) {
-        memset(&w->wake_op, 0, sizeof w->wake_op);
-        w->wake_op.kind = RS_OP_READ;
-        w->wake_op.fd = w->wake[0];
-        w->wake_op.fdgen = rs__fdgen_next();
-        w->wake_op.deadline = RS_DEADLINE_NONE;
-        w->wake_op.u.io.buf = w->wake_buf;
-        w->wake_op.u.io.len = 1;
-        w->wake_op.cb = wake_cb;
-        w->wake_op.data = w;
-        r = rs__loop_submit(w->loop, &w->wake_op);
-    }
+    if (r == 0)
+        r = rs_async_new(&w->wake, w->loop, wake_cb, w);
     if (r == 0)
         sv->opts.on_start(w->loop, w->listener, w->index, sv->opts.user);
     pthread_mutex_lock(&sv->mu);
@@ -94,15 +86,19 @@ static void *worker_main(void *p)
     pthread_cond_broadcast(&sv->cv);
     pthread_mutex_unlock(&sv->mu);
     if (r == 0) {
-        while (!w->wake_op.done)
+        while (!w->stopping)
             rs_loop_run(w->loop, RS_RUN_DEFAULT);
         /* drain what on_stop closed; bounded, since a conn the user forgot never completes */
         int64_t until = rs__now() + 5000000000LL;
         while (rs_loop_pending(w->loop) && rs__now() < until)
             rs_loop_run(w->loop, RS_RUN_ONCE);
-    } else if (w->listener) {
-        rs_conn_close(w->listener, NULL, NULL);
+    } else if (w->listener || w->wake) {
+        if (w->listener)
+            rs_conn_close(w->listener, NULL, NULL);
         w->listener = NULL;
+        if (w->wake)
+            rs_async_close(w->wake, NULL, NULL);
+        w->wake = NULL;
         rs_loop_run(w->loop, RS_RUN_DEFAULT);
     }
     if (w->loop && rs_loop_free(w->loop) == 0)
@@ -132,9 +128,6 @@ static void serve_free(struct rs_serve *sv)
         struct worker *w = &sv->w[i];
         if (w->sock)
             rs_close(w->sock);
-        for (int k = 0; k < 2; k++)
-            if (w->wake[k] >= 0)
-                close(w->wake[k]);
     }
     pthread_mutex_destroy(&sv->mu);
     pthread_cond_destroy(&sv->cv);
@@ -148,10 +141,8 @@ static void stop_and_join(struct rs_serve *sv)
         struct worker *w = &sv->w[i];
         if (!w->started)
             continue;
-        ssize_t k;
-        do
-            k = write(w->wake[1], "x", 1);
-        while (k < 0 && errno == EINTR);
+        if (w->error == 0) /* else it has not waited, and has closed its wake-up */
+            rs_async_send(w->wake);
         pthread_join(w->thread, NULL);
     }
 }
@@ -177,8 +168,6 @@ EXPORT int rs_serve_start(rs_serve **out, const struct rs_serve_opts *opts)
     sv->n = n;
     pthread_mutex_init(&sv->mu, NULL);
     pthread_cond_init(&sv->cv, NULL);
-    for (int i = 0; i < n; i++)
-        sv->w[i].wake[0] = sv->w[i].wake[1] = -1;
 
     /* Every listener is bound here, in index order, before any thread runs: the first fixes the
      * port (port "0"), the order is what the steering program indexes. */
@@ -203,8 +192,6 @@ EXPORT int rs_serve_start(rs_serve **out, const struct rs_serve_opts *opts)
             snprintf(port, sizeof port, "%d", sv->port);
             p = port;
         }
-        if (r == 0 && pipe2(w->wake, O_CLOEXEC | O_NONBLOCK) < 0)
-            r = -errno;
     }
     if (r == 0 && opts->steer_by_cpu)
         r = attach_cpu_steering(rs_socket_fd(sv->w[0].sock), n);
