@@ -25,7 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,7 +68,8 @@ static struct {
     _Atomic unsigned long long srv_accepted, srv_closed;
 } st;
 
-static _Atomic bool srv_stop, blk_stop;
+static _Atomic bool srv_stop, blk_stop, blk_pause;
+static _Atomic int blk_paused;
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void fail(const char *fmt, ...)
@@ -367,7 +372,7 @@ static struct {
     struct cli *v;
     size_t n, connected, connecting, started, idle, closed;
     double end;
-    bool running;
+    bool running, pausing;
 } cl;
 
 static void cli_sent(rs_conn *c, ssize_t status, void *user)
@@ -380,7 +385,7 @@ static void cli_sent(rs_conn *c, ssize_t status, void *user)
 
 static void cli_next(struct cli *k)
 {
-    if (!cl.running || now() >= cl.end) {
+    if (!cl.running || cl.pausing || now() >= cl.end) {
         k->busy = false;
         cl.idle++;
         return;
@@ -525,6 +530,13 @@ static void *blk_client(void *arg)
     }
     static _Thread_local unsigned char buf[65536];
     for (unsigned i = 0; !atomic_load(&blk_stop); i++) {
+        if (atomic_load(&blk_pause)) {
+            atomic_fetch_add(&blk_paused, 1);
+            while (atomic_load(&blk_pause) && !atomic_load(&blk_stop))
+                usleep(1000);
+            atomic_fetch_sub(&blk_paused, 1);
+            continue;
+        }
         size_t len = i % 8 == 7 ? BIG_REQ : 1 + rnd(&b->rng) % FILE_REQ_MAX;
         size_t off = rnd(&b->rng) % (FILE_LEN - len);
         uint64_t req[2] = { off, len };
@@ -554,9 +566,10 @@ out:
     return NULL;
 }
 
-/* ---- main ------------------------------------------------------------------------------------ */
+/* ---- main: the server in a child process, the clients in this one --------------------------- */
 
-/* Raise RLIMIT_NOFILE to need (the hard limit too, if that is allowed). 0, or 77 to skip. */
+/* Each process holds one end of every connection: conns + slack fds, which fits under a hard
+ * limit that a container may forbid raising (CAP_SYS_RESOURCE) where 2 x conns would not. */
 static int raise_nofile(rlim_t need)
 {
     struct rlimit rl;
@@ -569,8 +582,8 @@ static int raise_nofile(rlim_t need)
         if (setrlimit(RLIMIT_NOFILE, &up) == 0)
             return 0;
         fprintf(stderr,
-                "soak: SKIP: needs %llu fds but RLIMIT_NOFILE's hard limit is %llu and cannot be raised (%s);"
-                " run with fewer --conns or a higher hard limit\n",
+                "soak: SKIP: needs %llu fds per process but RLIMIT_NOFILE's hard limit is %llu and cannot be"
+                " raised (%s); run with fewer --conns or a higher hard limit\n",
                 (unsigned long long)need, (unsigned long long)rl.rlim_max, strerror(errno));
         return 77;
     }
@@ -598,6 +611,117 @@ static int make_file(void)
     return fd;
 }
 
+static unsigned short sock_port(rs_socket *s)
+{
+    struct sockaddr_storage a;
+    socklen_t alen = sizeof a;
+    if (rs_getsockname(s, &a, &alen) < 0)
+        return 0;
+    return ntohs(((struct sockaddr_in *)&a)->sin_port);
+}
+
+/* What the server process reports when it is done. */
+struct srv_report {
+    unsigned long long errors, accepted, closed;
+    long rss_warm, rss_end;
+    int fd_start, fd_end;
+};
+
+/* The server process: the completion-API server and the blocking servers on threads; this
+ * thread follows the parent's commands on ctl ('w' warm-up done, 'e' run over, EOF: stop). */
+static int server_process(struct srv_thread *srv, struct blk *blk, int nblk, int ctl, int res)
+{
+    /* the listeners (and so their fds) pass to the threads, which close them */
+    struct srv_report rep = { .rss_warm = -1, .rss_end = -1 };
+    rep.fd_start = fd_count() - 1 - nblk;
+    pthread_t srv_th, blk_th[BLOCKING_PAIRS];
+    if (pthread_create(&srv_th, NULL, srv_main, srv) != 0)
+        return 1;
+    for (int i = 0; i < nblk; i++)
+        if (pthread_create(&blk_th[i], NULL, blk_server, &blk[i]) != 0)
+            return 1;
+    for (;;) {
+        char cmd;
+        ssize_t n = read(ctl, &cmd, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (cmd != 'w' && cmd != 'e')
+            continue;
+        /* the parent has every client idle: let the last send callbacks (which free the echo
+         * copies) run before the sample */
+        usleep(100000);
+        *(cmd == 'w' ? &rep.rss_warm : &rep.rss_end) = rss_kb();
+        if (write(res, "a", 1) != 1)
+            return 1;
+    }
+    srv->drain_deadline = now() + 30;
+    atomic_store(&srv_stop, true);
+    pthread_join(srv_th, NULL);
+    for (int i = 0; i < nblk; i++)
+        pthread_join(blk_th[i], NULL);
+    rs_loop_default_release();
+    rep.errors = atomic_load(&st.errors);
+    rep.accepted = atomic_load(&st.srv_accepted);
+    rep.closed = atomic_load(&st.srv_closed);
+    rep.fd_end = fd_count();
+    return write(res, &rep, sizeof rep) == (ssize_t)sizeof rep ? 0 : 1;
+}
+
+/* Wait for pid at most timeout seconds, then SIGKILL. Its exit status, or -1. */
+static int reap(pid_t pid, double timeout)
+{
+    int status;
+    for (double end = now() + timeout; now() < end; usleep(10000)) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (r < 0 && errno != EINTR)
+            return -1;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* Ask the server process for an RSS sample and wait until it has taken it. */
+static void server_sample(int ctl, int res, char cmd)
+{
+    char ack;
+    struct pollfd pf = { .fd = res, .events = POLLIN };
+    if (write(ctl, &cmd, 1) != 1 || poll(&pf, 1, 10000) != 1 || read(res, &ack, 1) != 1 || ack != 'a')
+        fail("RSS sample of the server process: no answer");
+}
+
+/* Bring all traffic to a stop (every client has its last answer, the blocking clients wait
+ * between requests), so that RSS is compared between two quiet moments and not two random
+ * amounts of data in flight. Bounded by 30 s. */
+static void quiesce(rs_loop *l, int nblk)
+{
+    cl.pausing = true;
+    atomic_store(&blk_pause, true);
+    double end = now() + 30;
+    while ((cl.idle != cl.connected || atomic_load(&blk_paused) != nblk) && now() < end)
+        if (rs_loop_run(l, RS_RUN_ONCE) < 0)
+            break;
+    if (cl.idle != cl.connected || atomic_load(&blk_paused) != nblk)
+        fail("traffic did not stop within 30 s: %zu clients busy", cl.connected - cl.idle);
+    for (double t = now() + 0.1; now() < t;)
+        if (rs_loop_run(l, RS_RUN_ONCE) < 0)
+            break;
+}
+
+static void resume(void)
+{
+    cl.pausing = false;
+    atomic_store(&blk_pause, false);
+    for (size_t i = 0; i < cl.n; i++) {
+        cl.idle--;
+        cli_next(&cl.v[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     long conns = 2000;
@@ -618,8 +742,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "soak: --conns 10..100000, --seconds 1..3600\n");
         return 2;
     }
-    /* both ends of every connection live in this process, plus loops, file and slack */
-    int r = raise_nofile((rlim_t)(2 * conns + 256));
+    int r = raise_nofile((rlim_t)(conns + 256));
     if (r)
         return r;
     int fd_start = fd_count();
@@ -638,7 +761,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* the server */
+    /* listeners first, so that the server process has them before any client dials */
     struct rs_server_opts so = RS_SERVER_OPTS_INIT;
     so.backlog = 4096;
     struct srv_thread srv = { 0 };
@@ -647,21 +770,43 @@ int main(int argc, char **argv)
         fprintf(stderr, "soak: rs_create_server: %s\n", rs_strerror(r));
         return 1;
     }
-    struct sockaddr_storage a;
-    socklen_t alen = sizeof a;
-    rs_getsockname(srv.sock, &a, &alen);
-    port = ntohs(((struct sockaddr_in *)&a)->sin_port);
-    pthread_t srv_th;
-    if (pthread_create(&srv_th, NULL, srv_main, &srv) != 0)
-        return 1;
-    for (double t = now() + 10; atomic_load(&srv.ready) == 0 && now() < t;)
-        usleep(1000);
-    if (atomic_load(&srv.ready) != 1) {
-        fprintf(stderr, "soak: server did not start\n");
-        atomic_store(&srv_stop, true);
-        pthread_join(srv_th, NULL);
-        return 1;
+    port = sock_port(srv.sock);
+    struct blk blk[BLOCKING_PAIRS];
+    for (int i = 0; i < BLOCKING_PAIRS; i++) {
+        blk[i].rng = 0x1234567u + (uint32_t)i;
+        if ((r = rs_create_server(&blk[i].lsock, "127.0.0.1", "0", NULL)) < 0) {
+            fprintf(stderr, "soak: rs_create_server: %s\n", rs_strerror(r));
+            return 1;
+        }
+        blk[i].port = sock_port(blk[i].lsock);
+        rs_settimeout(blk[i].lsock, 60.0);
     }
+    int ctl[2], res[2];
+    if (pipe2(ctl, O_CLOEXEC) < 0 || pipe2(res, O_CLOEXEC) < 0)
+        return 1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return 1;
+    if (pid == 0) {
+        /* bounded whatever happens to the parent */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        alarm((unsigned)(secs + 240));
+        close(ctl[1]);
+        close(res[0]);
+        int st_ = server_process(&srv, blk, BLOCKING_PAIRS, ctl[0], res[1]);
+        close(file_fd);
+        close(ctl[0]);
+        close(res[1]);
+        free(pat);
+        _exit(st_);
+    }
+    close(ctl[0]);
+    close(res[1]);
+    close(file_fd); /* the clients compare with pat */
+    rs_close(srv.sock);
+    for (int i = 0; i < BLOCKING_PAIRS; i++)
+        rs_close(blk[i].lsock);
 
     /* the client loop: connect all, with at most CONNECT_WINDOW in flight */
     rs_loop *l;
@@ -702,59 +847,47 @@ int main(int argc, char **argv)
             break;
         }
     }
-    double t_connected = now();
-    fprintf(stderr, "soak: %s: %zu of %zu connected in %.2f s\n", backend, cl.connected, cl.n, t_connected - t0);
+    fprintf(stderr, "soak: %s: %zu of %zu connected in %.2f s\n", backend, cl.connected, cl.n, now() - t0);
 
-    /* the blocking pairs */
-    struct blk blk[BLOCKING_PAIRS];
-    pthread_t blk_th[BLOCKING_PAIRS][2];
+    pthread_t blk_th[BLOCKING_PAIRS];
     int nblk = 0;
-    for (int i = 0; i < BLOCKING_PAIRS && cl.connected == cl.n; i++) {
-        blk[i].rng = 0x1234567u + (uint32_t)i;
-        if ((r = rs_create_server(&blk[i].lsock, "127.0.0.1", "0", NULL)) < 0) {
-            fail("blocking rs_create_server: %s", rs_strerror(r));
+    for (int i = 0; i < BLOCKING_PAIRS && cl.connected == cl.n; i++, nblk++)
+        if (pthread_create(&blk_th[i], NULL, blk_client, &blk[i]) != 0)
             break;
-        }
-        alen = sizeof a;
-        rs_getsockname(blk[i].lsock, &a, &alen);
-        blk[i].port = ntohs(((struct sockaddr_in *)&a)->sin_port);
-        rs_settimeout(blk[i].lsock, 20.0);
-        pthread_create(&blk_th[i][0], NULL, blk_server, &blk[i]);
-        pthread_create(&blk_th[i][1], NULL, blk_client, &blk[i]);
-        nblk++;
-    }
 
-    /* the run: warm-up (a fifth of it, at least 1 s), then RSS is sampled, then the rest */
+    /* the run: warm-up (a fifth of it, at least 1 s), a pause for the RSS samples of both
+     * processes, the rest, another pause and samples while every connection is still open */
     long rss_warm = -1, rss_end = -1;
     if (cl.connected == cl.n) {
         cl.running = true;
         cl.end = now() + secs;
         double warm_at = now() + (secs / 5 > 1 ? secs / 5 : 1);
-        for (size_t i = 0; i < cl.n; i++) {
-            cl.idle--;
-            cli_next(&cl.v[i]);
-        }
+        resume();
+        while (now() < warm_at)
+            if ((r = rs_loop_run(l, RS_RUN_ONCE)) < 0)
+                break;
+        double p0 = now();
+        quiesce(l, nblk);
+        rss_warm = rss_kb();
+        server_sample(ctl[1], res[0], 'w');
+        cl.end += now() - p0; /* the pause does not count as run time */
+        resume();
         while (!(now() >= cl.end && cl.idle == cl.connected) && now() < cl.end + 30) {
-            if (rss_warm < 0 && now() >= warm_at)
-                rss_warm = rss_kb();
-            if (rss_end < 0 && now() >= cl.end)
-                rss_end = rss_kb();
             if ((r = rs_loop_run(l, RS_RUN_ONCE)) < 0) {
                 fail("client rs_loop_run: %s", rs_strerror(r));
                 break;
             }
         }
-        if (rss_end < 0)
-            rss_end = rss_kb();
         if (cl.idle != cl.connected)
             fail("%zu connections still waiting for an answer 30 s after the end", cl.connected - cl.idle);
+        quiesce(l, nblk);
+        rss_end = rss_kb();
+        server_sample(ctl[1], res[0], 'e');
     }
     cl.running = false;
     atomic_store(&blk_stop, true);
-    for (int i = 0; i < nblk; i++) {
-        pthread_join(blk_th[i][1], NULL);
-        pthread_join(blk_th[i][0], NULL);
-    }
+    for (int i = 0; i < nblk; i++)
+        pthread_join(blk_th[i], NULL);
 
     /* teardown: clients close, the server sees EOF and closes, everything is freed */
     size_t connected = cl.connected;
@@ -771,32 +904,39 @@ int main(int argc, char **argv)
             break;
     if (cl.closed < cl.n)
         fail("%zu client connections not closed", cl.n - cl.closed);
-    /* connects still in flight after a failure run out here */
     for (double t = now() + 30; cl.connecting && now() < t;)
         if (rs_loop_run(l, RS_RUN_ONCE) < 0)
             break;
     ticker_end(&k, l);
     if ((r = rs_loop_free(l)) < 0)
         fail("client rs_loop_free: %s (%zu pending)", rs_strerror(r), rs_loop_pending(l));
-    srv.drain_deadline = now() + 30;
-    atomic_store(&srv_stop, true);
-    pthread_join(srv_th, NULL);
+    close(ctl[1]); /* the server process stops */
+    struct srv_report rep = { .errors = 1, .rss_warm = -1, .rss_end = -1, .fd_start = -1, .fd_end = -2 };
+    struct pollfd pf = { .fd = res[0], .events = POLLIN };
+    if (poll(&pf, 1, 60000) != 1 || read(res[0], &rep, sizeof rep) != (ssize_t)sizeof rep)
+        fail("no report from the server process");
+    close(res[0]);
+    int child = reap(pid, 30);
+    if (child != 0)
+        fail("server process exit status %d", child);
     rs_loop_default_release();
-    close(file_fd);
     free(cl.v);
     free(pat);
     int fd_end = fd_count();
 
     double growth = rss_warm > 0 ? 100.0 * (double)(rss_end - rss_warm) / (double)rss_warm : 0;
-    unsigned long long errors = atomic_load(&st.errors);
+    double sgrowth = rep.rss_warm > 0 ? 100.0 * (double)(rep.rss_end - rep.rss_warm) / (double)rep.rss_warm : 0;
+    unsigned long long errors = atomic_load(&st.errors) + rep.errors;
     unsigned long long bytes = atomic_load(&st.echo_bytes) + atomic_load(&st.file_bytes) + atomic_load(&st.blk_bytes);
     printf("soak backend=%s conns=%zu seconds=%.0f echo_msgs=%llu file_msgs=%llu blocking_msgs=%llu bytes=%llu "
-           "echo_bytes=%llu file_bytes=%llu blocking_bytes=%llu data_errors=%llu rss_warm_kb=%ld rss_end_kb=%ld "
-           "rss_growth_pct=%.2f fd_start=%d fd_end=%d accepted=%llu asan=%d\n",
+           "echo_bytes=%llu file_bytes=%llu blocking_bytes=%llu data_errors=%llu "
+           "client_rss_warm_kb=%ld client_rss_end_kb=%ld client_rss_growth_pct=%.2f "
+           "server_rss_warm_kb=%ld server_rss_end_kb=%ld server_rss_growth_pct=%.2f "
+           "client_fd_start=%d client_fd_end=%d server_fd_start=%d server_fd_end=%d accepted=%llu asan=%d\n",
            backend, connected, secs, atomic_load(&st.echo_msgs), atomic_load(&st.file_msgs),
            atomic_load(&st.blk_msgs), bytes, atomic_load(&st.echo_bytes), atomic_load(&st.file_bytes),
-           atomic_load(&st.blk_bytes), errors, rss_warm, rss_end, growth, fd_start, fd_end,
-           atomic_load(&st.srv_accepted), SOAK_ASAN);
+           atomic_load(&st.blk_bytes), errors, rss_warm, rss_end, growth, rep.rss_warm, rep.rss_end, sgrowth,
+           fd_start, fd_end, rep.fd_start, rep.fd_end, rep.accepted, SOAK_ASAN);
     fflush(stdout);
 
     int bad = 0;
@@ -804,30 +944,40 @@ int main(int argc, char **argv)
         fprintf(stderr, "soak: FAIL: %llu errors\n", errors);
         bad = 1;
     }
-    if (connected != (size_t)conns || atomic_load(&st.srv_accepted) != (unsigned long long)conns) {
-        fprintf(stderr, "soak: FAIL: %zu connected, %llu accepted, %ld wanted\n", connected,
-                atomic_load(&st.srv_accepted), conns);
+    if (connected != (size_t)conns || rep.accepted != (unsigned long long)conns ||
+        rep.closed != rep.accepted) {
+        fprintf(stderr, "soak: FAIL: %zu connected, %llu accepted, %llu closed by the server, %ld wanted\n",
+                connected, rep.accepted, rep.closed, conns);
         bad = 1;
     }
     if (atomic_load(&st.echo_msgs) == 0 || atomic_load(&st.file_msgs) == 0 || atomic_load(&st.blk_msgs) == 0) {
         fprintf(stderr, "soak: FAIL: some kind of traffic never completed a message\n");
         bad = 1;
     }
-    if (fd_end != fd_start) {
-        fprintf(stderr, "soak: FAIL: %d fds at the start, %d at the end\n", fd_start, fd_end);
+    if (fd_end != fd_start || rep.fd_end != rep.fd_start) {
+        fprintf(stderr, "soak: FAIL: fds at start/end: client %d/%d, server %d/%d\n", fd_start, fd_end,
+                rep.fd_start, rep.fd_end);
         bad = 1;
     }
-    if (rss_warm <= 0 || rss_end <= 0) {
-        fprintf(stderr, "soak: FAIL: RSS not sampled\n");
-        bad = 1;
-    } else if (growth >= max_growth) {
-        if (SOAK_ASAN)
-            /* ASan's quarantine holds freed memory (up to 256 MiB) by design: RSS grows however
-             * correct the program; its leak checker covers leaks in this build */
-            fprintf(stderr, "soak: RSS grew %.2f %% (not enforced under ASan)\n", growth);
-        else {
-            fprintf(stderr, "soak: FAIL: RSS grew %.2f %% after warm-up (limit %.1f %%)\n", growth, max_growth);
+    const struct {
+        const char *who;
+        long warm, end;
+        double g;
+    } rs[2] = { { "client", rss_warm, rss_end, growth }, { "server", rep.rss_warm, rep.rss_end, sgrowth } };
+    for (int i = 0; i < 2; i++) {
+        if (rs[i].warm <= 0 || rs[i].end <= 0) {
+            fprintf(stderr, "soak: FAIL: %s RSS not sampled\n", rs[i].who);
             bad = 1;
+        } else if (rs[i].g >= max_growth) {
+            if (SOAK_ASAN) {
+                /* ASan's quarantine holds freed memory (up to 256 MiB) by design: RSS grows
+                 * however correct the program; its leak checker covers leaks in this build */
+                fprintf(stderr, "soak: %s RSS grew %.2f %% (not enforced under ASan)\n", rs[i].who, rs[i].g);
+            } else {
+                fprintf(stderr, "soak: FAIL: %s RSS grew %.2f %% after warm-up (limit %.1f %%)\n", rs[i].who,
+                        rs[i].g, max_growth);
+                bad = 1;
+            }
         }
     }
     if (!bad)
