@@ -2,9 +2,11 @@
  *
  * One loop on one thread: rs_conn_accept_start (io_uring: one multishot ACCEPT) on the listener,
  * rs_conn_read_start (one multishot RECV into the loop's provided buffers) on each connection.
- * The read callback only borrows the bytes (the buffer goes back to the ring when it returns, and
- * the API has no call to keep it longer), so they are copied into a per-connection output buffer.
- * The cheapest correct use of the API found: at most one rs_conn_send in flight per connection —
+ * On io_uring (--keep auto|on) the read callback keeps the provided buffer it was lent
+ * (rs_conn_read_keep) and sends straight from it, releasing it when the send completes: no copy;
+ * the library gathers the queued sends into one SENDMSG. Otherwise (--keep off, and by default on
+ * epoll/poll, where keeping would copy anyway) the bytes are copied into an output buffer:
+ * at most one rs_conn_send in flight per connection —
  * bytes that arrive while it is in flight are appended to an accumulating buffer that leaves as
  * one send when the first completes (each rs_conn_send costs the library a malloc'd request and
  * an operation; gathering them ourselves keeps it to one per loop turn). Only past ACC_FLUSH bytes
@@ -56,6 +58,7 @@ struct econn {
 static volatile sig_atomic_t stop_flag;
 static rs_loop *loop;
 static unsigned long long n_accepted, n_closed, n_bytes, n_sends, n_accept_err;
+static bool keep_mode;
 
 static void on_signal(int sig)
 {
@@ -149,10 +152,16 @@ static void on_sent(rs_conn *c, ssize_t status, void *user)
     }
 }
 
+static void on_sent_kept(rs_conn *c, ssize_t status, void *user)
+{
+    rs_rbuf_release(user);
+    if (status < 0)
+        econn_close(rs_conn_get_data(c));
+}
+
 static void on_read(rs_conn *c, ssize_t n, const void *data, void *user)
 {
     struct econn *e = user;
-    (void)c;
     if (n <= 0) {
         econn_close(e); /* EOF or error: no more read callbacks */
         return;
@@ -161,6 +170,15 @@ static void on_read(rs_conn *c, ssize_t n, const void *data, void *user)
         return;
     size_t len = (size_t)n;
     n_bytes += len;
+    rs_rbuf *kb;
+    if (keep_mode && rs_conn_read_keep(c, &kb) == 0) {
+        if (rs_conn_send(c, data, len, on_sent_kept, kb) < 0) {
+            rs_rbuf_release(kb);
+            econn_close(e);
+        }
+        n_sends++;
+        return;
+    }
     if (e->nflight == 0) {
         struct obuf *b = obuf_get(len);
         if (!b) {
@@ -264,7 +282,7 @@ static int listen_on(const char *host, int port, const char *port_file)
 
 int main(int argc, char **argv)
 {
-    const char *host = "127.0.0.1", *port_file = NULL, *backend = "auto";
+    const char *host = "127.0.0.1", *port_file = NULL, *backend = "auto", *keep = "auto";
     int port = 0;
     struct rs_loop_opts opts = RS_LOOP_OPTS_INIT;
     /* the same ring and buffers as bench/echo-uring-raw (see there for why these sizes) */
@@ -287,9 +305,11 @@ int main(int argc, char **argv)
             opts.buf_count = (unsigned)atoi(v);
         else if (strcmp(a, "--buf-size") == 0 && v)
             opts.buf_size = (unsigned)atoi(v);
+        else if (strcmp(a, "--keep") == 0 && v && (!strcmp(v, "auto") || !strcmp(v, "on") || !strcmp(v, "off")))
+            keep = v;
         else {
             fprintf(stderr, "usage: echo-ringsock [--backend uring|epoll|poll|auto] [--port N] [--port-file PATH] "
-                            "[--host ADDR] [--entries N] [--buf-count N] [--buf-size B]\n");
+                            "[--host ADDR] [--entries N] [--buf-count N] [--buf-size B] [--keep auto|on|off]\n");
             return 2;
         }
     }
@@ -309,6 +329,7 @@ int main(int argc, char **argv)
     int r = rs_loop_new(&loop, &opts);
     if (r < 0)
         die("rs_loop_new", r);
+    keep_mode = !strcmp(keep, "on") || (!strcmp(keep, "auto") && rs_loop_backend(loop) == RS_BACKEND_URING);
     int lfd = listen_on(host, port, port_file);
     rs_conn *listener;
     r = rs_conn_open(&listener, loop, lfd);
@@ -323,7 +344,8 @@ int main(int argc, char **argv)
     struct sockaddr_in sin;
     socklen_t sl = sizeof sin;
     getsockname(lfd, (struct sockaddr *)&sin, &sl);
-    printf("port=%d backend=%s\n", ntohs(sin.sin_port), rs_backend_name(rs_loop_backend(loop)));
+    printf("port=%d backend=%s keep=%s\n", ntohs(sin.sin_port), rs_backend_name(rs_loop_backend(loop)),
+           keep_mode ? "on" : "off");
     fflush(stdout);
 
     r = rs_loop_run(loop, RS_RUN_DEFAULT);
@@ -333,8 +355,8 @@ int main(int argc, char **argv)
     rs_loop_stats(loop, &st);
     fprintf(stderr,
             "echo-ringsock: backend=%s accepted=%llu closed=%llu accept_errors=%llu bytes=%llu sends=%llu "
-            "submitted=%llu completed=%llu waits=%llu\n",
+            "submitted=%llu completed=%llu waits=%llu recv_bufs=%llu\n",
             rs_backend_name(rs_loop_backend(loop)), n_accepted, n_closed, n_accept_err, n_bytes, n_sends, st.submitted,
-            st.completed, st.waits);
+            st.completed, st.waits, st.recv_bufs);
     return 0;
 }
