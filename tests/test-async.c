@@ -770,6 +770,14 @@ START_TEST(tiny_buffer_ring_enobufs_no_loss)
     RUN_UNTIL(l, s.closed == FLOOD_CONNS || child_failed(&ch), 25);
     child_reap(&ch, 5);
     v_check(&s, FLOOD_CONNS);
+    struct rs_loop_stats st;
+    ASSERT_ERR(rs_loop_stats(l, &st), 0);
+    if (rs_loop_backend(l) == RS_BACKEND_URING) {
+        /* under that pressure the ring grew (4 -> 4+8 -> 4+8+16), and stopped at 8x the 4 asked */
+        ck_assert_msg(st.recv_bufs > 4 && st.recv_bufs <= 32, "recv_bufs %llu", st.recv_bufs);
+    } else {
+        ck_assert_uint_eq(st.recv_bufs, 0);
+    }
     ck_assert_uint_eq(rs_loop_pending(l), 1);
     close_and_wait(l, lc);
     loop_free(l);

@@ -79,6 +79,9 @@ struct rs_loop_stats {
     unsigned long long completed;     /* operations finished (callbacks / blocking returns) */
     unsigned long long waits;         /* times the loop asked the kernel for completions/readiness */
     unsigned long long fixed_buf_ops; /* io_uring READ_FIXED / WRITE_FIXED operations issued */
+    unsigned long long recv_bufs;     /* io_uring provided receive buffers now registered (0 until
+                                         the first multishot receive; grows under pressure up to
+                                         8x buf_count) */
 };
 
 /* Copy the loop's counters into *st. 0, or -EINVAL for NULL. */

@@ -13,6 +13,7 @@
 
 #include "ringsock/loop.h"
 #include "../loop_i.h"
+#include "../fault_i.h"
 
 /* user_data of SQEs whose completions carry no news (link timeouts, cancel requests). */
 #define UD_IGNORE 0
@@ -83,21 +84,32 @@ int rs__uring_probe(void)
     return probe_result;
 }
 
-/* The provided-buffer ring multishot receives draw from (buffer group BGID). */
-#define BGID 0
+/* Provided-buffer rings for multishot receives. A ring cannot be resized, so under pressure
+ * (receives keep finding it empty) a ring twice the size is registered as the next buffer group
+ * and new receives draw from it; the older rings are retired: their buffers are not put back, so
+ * receives still armed on them run dry, end with -ENOBUFS and re-arm on the new one. Buffer ids
+ * are unique across generations (a CQE names the buffer, not its group). */
+#define MAX_GENS 6
+/* -ENOBUFS endings (not caused by kept buffers) after which the ring grows */
+#define GROW_AFTER 32
 
-struct uring_be {
-    struct io_uring ring;
-    struct io_uring_buf_ring *br; /* NULL until the first multishot receive */
+struct bufgen {
+    struct io_uring_buf_ring *br;
     size_t br_bytes;
     char *bufs;
     size_t bufs_bytes;
-    unsigned nbufs, bufsz;
+    unsigned nbufs, first_bid;
+    unsigned kept; /* lent to rs_conn_read_keep */
+};
+
+struct uring_be {
+    struct io_uring ring;
+    struct bufgen gen[MAX_GENS]; /* none until the first multishot receive; the last is current */
+    unsigned ngen, bufsz, nbufs_max, enobufs;
     bool has_zc; /* SEND_ZC and SENDMSG_ZC (6.0 / 6.1) */
     /* buffers lent past their delivery (rs_conn_read_keep), and the multishot receives that
      * found the ring empty because of them: re-armed at a release, not on a timer or at once
      * (that would spin on -ENOBUFS while the buffers stay out) */
-    unsigned kept;
     bool keep_now; /* the delivery in progress is being kept */
     struct rs_op *starved;
 };
@@ -146,51 +158,110 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
     return 0;
 }
 
-/* liburing 2.3 has no io_uring_setup_buf_ring: map the ring ourselves and register it. */
-static int setup_buf_ring(struct rs_loop *loop, struct uring_be *be)
+/* Add a generation of n buffers (liburing 2.3 has no io_uring_setup_buf_ring: map the ring
+ * ourselves and register it). */
+static int add_gen(struct uring_be *be, unsigned n)
 {
-    be->nbufs = loop->buf_count;
-    be->bufsz = loop->buf_size;
-    be->br_bytes = be->nbufs * sizeof(struct io_uring_buf);
-    void *br = mmap(NULL, be->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (be->ngen == MAX_GENS)
+        return -ENOSPC;
+    struct bufgen *g = &be->gen[be->ngen];
+    unsigned first = be->ngen ? be->gen[be->ngen - 1].first_bid + be->gen[be->ngen - 1].nbufs : 0;
+    if (first + n > 65536)
+        return -ENOSPC; /* buffer ids are 16 bits */
+    memset(g, 0, sizeof *g);
+    g->nbufs = n;
+    g->first_bid = first;
+    g->br_bytes = n * sizeof(struct io_uring_buf);
+    void *br = mmap(NULL, g->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (br == MAP_FAILED)
         return -ENOMEM;
-    be->bufs_bytes = (size_t)be->nbufs * be->bufsz;
-    be->bufs = mmap(NULL, be->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (be->bufs == MAP_FAILED) {
-        munmap(br, be->br_bytes);
+    g->bufs_bytes = (size_t)n * be->bufsz;
+    g->bufs = mmap(NULL, g->bufs_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (g->bufs == MAP_FAILED) {
+        munmap(br, g->br_bytes);
         return -ENOMEM;
     }
-    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = be->nbufs, .bgid = BGID };
+    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = n, .bgid = (__u16)be->ngen };
     int r = io_uring_register_buf_ring(&be->ring, &reg, 0);
     if (r < 0) {
-        munmap(br, be->br_bytes);
-        munmap(be->bufs, be->bufs_bytes);
+        munmap(br, g->br_bytes);
+        munmap(g->bufs, g->bufs_bytes);
         return r;
     }
-    be->br = br;
-    io_uring_buf_ring_init(be->br);
-    int mask = io_uring_buf_ring_mask(be->nbufs);
-    for (unsigned i = 0; i < be->nbufs; i++)
-        io_uring_buf_ring_add(be->br, be->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)i, mask, (int)i);
-    io_uring_buf_ring_advance(be->br, (int)be->nbufs);
+    g->br = br;
+    io_uring_buf_ring_init(g->br);
+    int mask = io_uring_buf_ring_mask(n);
+    for (unsigned i = 0; i < n; i++)
+        io_uring_buf_ring_add(g->br, g->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)(first + i), mask,
+                              (int)i);
+    io_uring_buf_ring_advance(g->br, (int)n);
+    be->ngen++;
     return 0;
+}
+
+static int setup_buf_ring(struct rs_loop *loop, struct uring_be *be)
+{
+    be->bufsz = loop->buf_size;
+    /* growth stops at 8x the configured count (32 MiB with the defaults) or 32768 per ring */
+    be->nbufs_max = loop->buf_count * 8;
+    return add_gen(be, loop->buf_count);
+}
+
+static struct bufgen *cur_gen(struct uring_be *be) { return &be->gen[be->ngen - 1]; }
+
+static struct bufgen *gen_of_bid(struct uring_be *be, unsigned bid)
+{
+    unsigned k = be->ngen - 1;
+    while (k > 0 && bid < be->gen[k].first_bid)
+        k--;
+    return &be->gen[k];
+}
+
+static struct bufgen *gen_of_ptr(struct uring_be *be, const void *data)
+{
+    const char *p = data;
+    for (unsigned k = 0; k < be->ngen; k++)
+        if (p >= be->gen[k].bufs && p < be->gen[k].bufs + be->gen[k].bufs_bytes)
+            return &be->gen[k];
+    return NULL;
 }
 
 static void recycle(struct uring_be *be, unsigned bid)
 {
-    io_uring_buf_ring_add(be->br, be->bufs + (size_t)bid * be->bufsz, be->bufsz, (unsigned short)bid,
-                          io_uring_buf_ring_mask(be->nbufs), 0);
-    io_uring_buf_ring_advance(be->br, 1);
+    struct bufgen *g = gen_of_bid(be, bid);
+    if (g != cur_gen(be))
+        return; /* retired: receives armed on it must run dry and move to the current ring */
+    unsigned i = bid - g->first_bid;
+    io_uring_buf_ring_add(g->br, g->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)bid,
+                          io_uring_buf_ring_mask(g->nbufs), 0);
+    io_uring_buf_ring_advance(g->br, 1);
+}
+
+/* A receive ended with -ENOBUFS: grow the buffers if that keeps happening or every buffer of the
+ * current ring is kept. Returns true if the receive can be re-armed now, false if it must wait
+ * for a kept buffer to come back. */
+static bool on_enobufs(struct rs_loop *loop, struct uring_be *be)
+{
+    struct bufgen *g = cur_gen(be);
+    bool starved = g->kept >= g->nbufs;
+    if (starved || ++be->enobufs >= GROW_AFTER) {
+        be->enobufs = 0;
+        unsigned total = g->first_bid + g->nbufs, n = g->nbufs * 2;
+        if (n <= 32768 && total + n <= be->nbufs_max && add_gen(be, n) == 0) {
+            loop->stats.recv_bufs = total + n;
+            return true;
+        }
+    }
+    return !starved;
 }
 
 static void uring_fini(struct rs_loop *loop)
 {
     struct uring_be *be = loop->be;
-    if (be->br) {
-        io_uring_unregister_buf_ring(&be->ring, BGID);
-        munmap(be->br, be->br_bytes);
-        munmap(be->bufs, be->bufs_bytes);
+    for (unsigned k = 0; k < be->ngen; k++) {
+        io_uring_unregister_buf_ring(&be->ring, (int)k);
+        munmap(be->gen[k].br, be->gen[k].br_bytes);
+        munmap(be->gen[k].bufs, be->gen[k].bufs_bytes);
     }
     io_uring_queue_exit(&be->ring);
     free(be);
@@ -199,7 +270,7 @@ static void uring_fini(struct rs_loop *loop)
 
 static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+    struct io_uring_sqe *sqe = RS_FAULT_GET_SQE(ring);
     if (!sqe) {
         io_uring_submit(ring);
         sqe = io_uring_get_sqe(ring);
@@ -254,17 +325,18 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
         case RS_OP_RECV:
             if (op->multishot) {
                 struct uring_be *be = loop->be;
-                if (!be->br) {
+                if (!be->ngen) {
                     int r = setup_buf_ring(loop, be);
                     if (r < 0) {
                         io_uring_prep_nop(sqe);
                         io_uring_sqe_set_data64(sqe, UD_IGNORE);
                         return r;
                     }
+                    loop->stats.recv_bufs = loop->buf_count;
                 }
                 io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->flags);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
-                sqe->buf_group = BGID;
+                sqe->buf_group = (__u16)(be->ngen - 1);
             } else {
                 io_uring_prep_recv(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags);
             }
@@ -304,6 +376,7 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             io_uring_sqe_set_data64(sqe, UD_IGNORE);
             return -EINVAL;
         }
+        RS_FAULT_SQE(ring, op, sqe);
     }
     io_uring_sqe_set_data(sqe, op);
     if (op->link && !linked)
@@ -362,8 +435,12 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
     struct uring_be *be = loop->be;
     bool more = flags & IORING_CQE_F_MORE;
     const void *data = NULL;
-    if (flags & IORING_CQE_F_BUFFER)
-        data = be->bufs + (size_t)(flags >> IORING_CQE_BUFFER_SHIFT) * be->bufsz;
+    unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    struct bufgen *g = NULL;
+    if (flags & IORING_CQE_F_BUFFER) {
+        g = gen_of_bid(be, bid);
+        data = g->bufs + (size_t)(bid - g->first_bid) * be->bufsz;
+    }
     bool rearm = !more && !op->cancelled &&
                  (res == -ENOBUFS || (op->kind == RS_OP_RECV && res > 0) || (op->kind == RS_OP_ACCEPT && res >= 0));
     if (more || rearm) {
@@ -378,16 +455,16 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
     if (data) {
         if (be->keep_now) {
             be->keep_now = false;
-            be->kept++;
+            g->kept++;
         } else {
-            recycle(be, flags >> IORING_CQE_BUFFER_SHIFT);
+            recycle(be, bid);
         }
     }
     /* the callback may have stopped it meanwhile (op->cancelled): then it ends here */
     if (rearm && !op->done) {
         if (op->cancelled) {
             rs__op_complete(loop, op, -ECANCELED);
-        } else if (res == -ENOBUFS && be->kept >= be->nbufs) {
+        } else if (res == -ENOBUFS && !on_enobufs(loop, be)) {
             op->next = be->starved;
             be->starved = op;
         } else if (queue(loop, op) < 0) {
@@ -425,8 +502,10 @@ static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned fla
             }
             res = -EBUSY;
         }
-    } else if (res == -EAGAIN && op->kind != RS_OP_TIMER && op->deadline != RS_DEADLINE_NOW &&
-               !(op->flags & MSG_DONTWAIT) && !op->cancelled) {
+    } else if ((res == -EAGAIN || (res == -EINTR && op->kind != RS_OP_CONNECT)) && op->kind != RS_OP_TIMER &&
+               op->deadline != RS_DEADLINE_NOW && !(op->flags & MSG_DONTWAIT) && !op->cancelled) {
+        /* -EINTR: a signal interrupted the request where the kernel blocked for it (an io-wq
+         * worker); as PEP 475 has it, it goes again instead of failing the caller's call. */
         op->bstate |= POLLING;
         if (queue(loop, op) == 0)
             return false;
@@ -451,7 +530,7 @@ static int uring_wait(struct rs_loop *loop, bool block)
     int r;
     do {
         if (block)
-            r = io_uring_submit_and_wait(ring, loop->wait_min ? loop->wait_min : 1);
+            r = RS_FAULT_WAIT(io_uring_submit_and_wait(ring, loop->wait_min ? loop->wait_min : 1));
         else
             r = io_uring_submit_and_get_events(ring);
     } while (r == -EINTR && block && !io_uring_cq_ready(ring));
@@ -469,7 +548,7 @@ static int uring_wait(struct rs_loop *loop, bool block)
             if (ud == UD_IGNORE)
                 continue;
             batch[k].op = (struct rs_op *)(uintptr_t)ud;
-            batch[k].res = cqes[i]->res;
+            batch[k].res = RS_FAULT_CQE(batch[k].op, cqes[i]->res);
             batch[k].flags = cqes[i]->flags;
             k++;
         }
@@ -510,8 +589,7 @@ static void uring_forget_fd(struct rs_loop *loop, int fd)
 static int uring_buf_keep(struct rs_loop *loop, const void *data)
 {
     struct uring_be *be = loop->be;
-    const char *p = data;
-    if (!be->br || p < be->bufs || p >= be->bufs + (size_t)be->nbufs * be->bufsz)
+    if (!gen_of_ptr(be, data))
         return -EINVAL;
     be->keep_now = true;
     return 0;
@@ -520,8 +598,9 @@ static int uring_buf_keep(struct rs_loop *loop, const void *data)
 static void uring_buf_release(struct rs_loop *loop, const void *data)
 {
     struct uring_be *be = loop->be;
-    recycle(be, (unsigned)(((const char *)data - be->bufs) / be->bufsz));
-    be->kept--;
+    struct bufgen *g = gen_of_ptr(be, data);
+    g->kept--;
+    recycle(be, g->first_bid + (unsigned)(((const char *)data - g->bufs) / be->bufsz));
     struct rs_op *op = be->starved;
     be->starved = NULL;
     while (op) {
