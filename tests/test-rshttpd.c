@@ -540,8 +540,9 @@ START_TEST(request_in_pieces)
     int fd = dial(S.port);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    for (size_t i = 0; req[i]; i += 3) {
-        send_all(fd, req + i, strlen(req + i) < 3 ? strlen(req + i) : 3);
+    size_t len = strlen(req);
+    for (size_t i = 0; i < len; i += 3) {
+        send_all(fd, req + i, len - i < 3 ? len - i : 3);
         t_sleep(0.002);
     }
     struct rbuf b = { 0 };
