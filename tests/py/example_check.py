@@ -47,14 +47,26 @@ def show(data):
     return data
 
 
+SANITIZER = re.compile(rb"ERROR: (Address|Leak)Sanitizer|runtime error:")
+
+
+def sane(args, stderr):
+    """A sanitizer report fails the check even where the example was expected to fail."""
+    m = SANITIZER.search(stderr or b"")
+    if m:
+        raise CheckFailed("%s %s: sanitizer report:\n%s" % (NAME, " ".join(args), show(stderr[m.start():])))
+
+
 def run(args, timeout=RUN_TIMEOUT, prefix=()):
     """Run the example to completion; bytes in, bytes out."""
     try:
-        return subprocess.run(list(prefix) + [BIN] + list(args), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
+        p = subprocess.run(list(prefix) + [BIN] + list(args), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise CheckFailed("%s %s: still running after %s s (stderr: %s)" % (
             NAME, " ".join(args), timeout, show(e.stderr)))
+    sane(args, p.stderr)
+    return p
 
 
 def usage_checks(bad_arg_lists):
@@ -90,6 +102,7 @@ class Server:
     """A started example server whose first stdout line is 'listening on ADDR:PORT...'."""
 
     def __init__(self, args):
+        self.args = args
         self.proc = subprocess.Popen([BIN] + list(args), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         ready, _, _ = select.select([self.proc.stdout], [], [], RUN_TIMEOUT)
@@ -109,6 +122,7 @@ class Server:
             self.kill()
             raise CheckFailed("%s did not exit within %s s (stderr: %s)" % (NAME, timeout, show(self.err)))
         self.err = err
+        sane(self.args, err)
         return self.proc.returncode, out, err
 
     def kill(self):
