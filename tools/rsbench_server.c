@@ -852,7 +852,8 @@ int rsb_run_server(const struct rsb_opts *o)
 
     struct rsb_cpu cpu1 = rsb_cpu_now();
     struct totals tot = totals(&sv);
-    struct rs_loop_stats ls = { 0, 0, 0, 0 };
+    struct rs_loop_stats ls;
+    memset(&ls, 0, sizeof ls);
     int first_err = atomic_load(&sv.sf_first_err);
     const char *first_what = "sendfile";
     for (int i = 0; i < o->threads; i++) {
