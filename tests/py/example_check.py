@@ -163,10 +163,10 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def one_shot_server(script):
+def one_shot_server(script, host="127.0.0.1"):
     """A loopback peer that accepts one connection and plays script(conn); returns (port, thread)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
+    srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    srv.bind((host, 0))
     srv.listen(1)
     srv.settimeout(RUN_TIMEOUT)
 
@@ -249,6 +249,15 @@ def check_http_get():
     check(requests and requests[0].startswith(b"GET /x?y=1 HTTP/1.0\r\n") and
           (b"\r\nHost: 127.0.0.1:%d\r\n" % port) in requests[0],
           "the request line and Host header (got %r)" % (requests[:1],))
+
+    if have_ipv6_loopback():  # an IPv6 literal goes into the Host header in brackets
+        requests.clear()
+        port, t = one_shot_server(dribble, "::1")
+        p = run(["::1", str(port), "/v6"])
+        t.join(RUN_TIMEOUT)
+        check(p.returncode == 0 and p.stdout == b"hello world", "GET from [::1]: body and exit 0", p)
+        check(requests and (b"\r\nHost: [::1]:%d\r\n" % port) in requests[0],
+              "GET from [::1]: Host header in brackets (got %r)" % (requests[:1],))
 
     cases = [
         ("not HTTP", b"SSH-2.0-OpenSSH\r\n", b"not an HTTP status line"),
