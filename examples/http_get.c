@@ -25,7 +25,10 @@ static int reported; /* the error was explained where it happened: main need not
 static int bad_answer(const char *why, const char *line)
 {
     reported = 1;
-    fprintf(stderr, "http_get: %s: \"%.80s\"\n", why, line);
+    if (*line)
+        fprintf(stderr, "http_get: %s: \"%.80s\"\n", why, line);
+    else
+        fprintf(stderr, "http_get: %s\n", why);
     return -EPROTO;
 }
 
@@ -154,7 +157,7 @@ int main(int argc, char **argv)
         reported = 1;
     }
     if (r == 0 && length >= 0 && got != length)
-        r = bad_answer("body length differs from Content-Length", "");
+        r = bad_answer("the body's length differs from Content-Length", "");
     if (r < 0 && !reported)
         fprintf(stderr, "http_get: %s (%s)\n", rs_strerror(r), rs_err_name(r));
     /* The file holds a reference to the socket: the fd closes with whichever of the two goes last. */
