@@ -10,6 +10,7 @@
 
 #include "ringsock/loop.h"
 #include "loop_i.h"
+#include "fault_i.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -75,6 +76,7 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     *out = NULL;
     if (!opts)
         opts = &defaults;
+    RS_FAULT_LOOP_NEW(opts);
     if (opts->flags & ~RS_LOOP_SQPOLL || opts->entries > 32768)
         return -EINVAL;
     unsigned buf_count = opts->buf_count ? opts->buf_count : 1024;
@@ -238,6 +240,7 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
         rs__loop_defer(loop, op, 0);
         return 0;
     }
+    RS_FAULT_SUBMIT(loop, op);
     int r = loop->ops->submit(loop, op);
     if (r == 0) {
         loop->pending++;
@@ -259,6 +262,7 @@ void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res)
 
 void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
 {
+    RS_FAULT_OP_DONE(op);
     /* io_uring reports a fired LINK_TIMEOUT as -ECANCELED on the operation itself. */
     if (res == -ECANCELED && !op->cancelled && op->deadline != RS_DEADLINE_NONE)
         res = -ETIMEDOUT;
