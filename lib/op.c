@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "fault_i.h"
 
 static _Atomic uint64_t fdgen_counter = 1;
 
@@ -71,6 +72,7 @@ int rs__op_try(struct rs_op *op, short *events)
     ssize_t r;
 again:
     *events = POLLIN;
+    RS_FAULT_TRY(op, events, r, fault_out);
     switch (op->kind) {
     case RS_OP_CONNECT:
         /* Retrying connect(2) tells the states apart: EALREADY while in progress, EISCONN once
@@ -147,6 +149,7 @@ again:
     default:
         return -EINVAL;
     }
+    RS_FAULT_LABEL(fault_out)
     if (r >= 0)
         return (int)r;
     if (errno == EWOULDBLOCK)
