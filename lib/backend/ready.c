@@ -9,6 +9,7 @@
 
 #include "../loop_i.h"
 #include "ready_i.h"
+#include "../fault_i.h"
 
 /* op->bstate bits owned by this file (bit 0 belongs to rs__op_try's connect state) */
 #define ON_LIST 0x80
@@ -281,6 +282,7 @@ int rs__ready_wait(struct rs_loop *loop, bool block)
         int fd = r->kick[--r->nkick];
         kicked += rs__ready_event(r, fd, POLLIN | POLLOUT);
     }
+    RS_FAULT_KICK(r, kicked);
     if (kicked)
         block = false;
     int timeout = 0;
@@ -295,7 +297,7 @@ int rs__ready_wait(struct rs_loop *loop, bool block)
             timeout = ms > 86400000 ? 86400000 : (int)ms;
         }
     }
-    int rc = r->p->wait(r, timeout);
+    int rc = RS_FAULT_WAIT(r->p->wait(r, timeout));
     if (rc < 0 && rc != -EINTR)
         return rc;
     return kicked + (rc > 0 ? rc : 0) + expire(r);
