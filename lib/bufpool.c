@@ -10,6 +10,7 @@
 
 #include "bufpool_i.h"
 #include "loop_i.h"
+#include "fault_i.h"
 
 struct rs_bufpool {
     bool usable; /* the sparse table was registered */
@@ -30,7 +31,7 @@ static struct rs_bufpool *pool_of(struct rs_loop *loop)
             return NULL;
         /* One try per loop: a backend without fixed buffers, or a kernel/RLIMIT_MEMLOCK that
          * refuses the table, means plain memory for this loop's whole life. */
-        p->usable = loop->ops->buffers_init(loop, RS_BUFPOOL_SLOTS) == 0;
+        p->usable = RS_FAULT_REGBUF(loop->ops->buffers_init(loop, RS_BUFPOOL_SLOTS)) == 0;
         loop->bufpool = p;
     }
     return loop->bufpool;
@@ -54,7 +55,7 @@ int rs__buf_get(struct rs_loop *loop, size_t size, struct rs_buf *b)
         if (p->used[i])
             continue;
         struct iovec iov = { .iov_base = b->mem, .iov_len = b->size };
-        if (loop->ops->buffer_update(loop, (unsigned)i, &iov) == 0) {
+        if (RS_FAULT_REGBUF(loop->ops->buffer_update(loop, (unsigned)i, &iov)) == 0) {
             p->used[i] = true;
             b->index = i;
         }
