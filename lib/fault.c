@@ -61,6 +61,7 @@ static unsigned nrules;
 static uint64_t rng = 1;
 static char *env_seen; /* the RINGSOCK_FAULT value the rules came from (NULL: none read yet) */
 static bool env_read;
+static unsigned long cq_overflows; /* io_uring: overflow seen (rs__fault_cq_overflows) */
 
 static __thread bool in_try;     /* rs__fault_try is making the clamped call itself */
 static __thread bool kick_owed;  /* an EAGAIN was injected on a readiness backend */
@@ -173,13 +174,14 @@ int rs__fault_set(const char *spec)
         if (r == 0)
             n++;
         p += len;
-        if (*p == ',')
-            p++;
+        if (*p == ',' && !*++p)
+            return bad(p - 1, 1, "empty rule after the last comma");
     }
     pthread_mutex_lock(&mu);
     memcpy(rules, nr, n * sizeof nr[0]);
     nrules = n;
     rng = seed;
+    cq_overflows = 0;
     pthread_mutex_unlock(&mu);
     return 0;
 }
@@ -461,8 +463,23 @@ static bool mid_chain(struct io_uring *ring)
     return prev->flags & (IOSQE_IO_LINK | IOSQE_IO_HARDLINK);
 }
 
+unsigned long rs__fault_cq_overflows(void)
+{
+    pthread_mutex_lock(&mu);
+    unsigned long n = cq_overflows;
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
 bool rs__fault_sq_full(struct io_uring *ring)
 {
+    /* Seen between completions (callbacks queue new SQEs): the kernel is holding completions the
+     * CQ ring had no room for, which the engine must still reap (ring:tiny makes it happen). */
+    if (IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW) {
+        pthread_mutex_lock(&mu);
+        cq_overflows++;
+        pthread_mutex_unlock(&mu);
+    }
     /* Only when there is something to flush and no chain is open: that is when a real full SQ
      * happens to a correct engine, which then submits what is queued and takes a fresh entry. */
     if (ring->sq.sqe_tail == ring->sq.sqe_head || mid_chain(ring))
@@ -550,6 +567,8 @@ int rs__fault_cqe(struct rs_op *op, int res)
     return res;
 }
 #else
+unsigned long rs__fault_cq_overflows(void) { return 0; }
+
 bool rs__fault_sq_full(struct io_uring *ring)
 {
     (void)ring;

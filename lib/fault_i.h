@@ -34,6 +34,8 @@ struct io_uring_sqe;
 int rs__fault_set(const char *spec);
 /* How many times SITE:FAULT was injected since the rules were set (tests assert it is > 0). */
 unsigned long rs__fault_count(const char *site, const char *fault);
+/* io_uring: times the engine was seen with completions waiting in the kernel's overflow list. */
+unsigned long rs__fault_cq_overflows(void);
 
 /* The hooks (one call each in the engine; see the macros). */
 int rs__fault_loop_new(const struct rs_loop_opts **opts, struct rs_loop_opts *copy);
