@@ -790,7 +790,7 @@ END_TEST
 
 /* ---- escapes ------------------------------------------------------------------------------------ */
 
-START_TEST(escape_attempts_table)
+static void escape_table(int port)
 {
     char abs_target[PATH_MAX + 64], abs_form[PATH_MAX + 64];
     snprintf(abs_target, sizeof abs_target, "/%s", secret_path); /* "//tmp/.../secret.txt" */
@@ -827,7 +827,7 @@ START_TEST(escape_attempts_table)
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         struct rbuf b;
         struct resp r;
-        get(S.port, t[i].target, NULL, &b, &r);
+        get(port, t[i].target, NULL, &b, &r);
         ck_assert_msg(r.status == t[i].status, "%s: status %d, wanted %d", t[i].target, r.status, t[i].status);
         ck_assert_msg(!contains(&b, secret), "%s: the secret leaked", t[i].target);
         free(b.d);
@@ -835,12 +835,12 @@ START_TEST(escape_attempts_table)
     /* double encoding stays a literal name: /%252e%252e is the file called "%2e%2e" */
     struct rbuf b;
     struct resp r;
-    get(S.port, "/%252e%252e", NULL, &b, &r);
+    get(port, "/%252e%252e", NULL, &b, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_mem_eq(r.body, "literal-name\n", 13);
     free(b.d);
     /* a symlink that stays inside the root is served */
-    get(S.port, "/inlink", NULL, &b, &r);
+    get(port, "/inlink", NULL, &b, &r);
     ck_assert_int_eq(r.status, 200);
     ck_assert_mem_eq(r.body, "sub a\n", 6);
     free(b.d);
@@ -848,6 +848,20 @@ START_TEST(escape_attempts_table)
     FILE *fp = fopen(secret_path, "r");
     ck_assert_ptr_nonnull(fp);
     fclose(fp);
+}
+
+START_TEST(escape_attempts_table) { escape_table(S.port); }
+END_TEST
+
+/* The same table on the fallback for kernels without openat2 (realpath of the opened fd checked
+ * against the root's). */
+START_TEST(escape_attempts_table_realpath_fallback)
+{
+    struct srv s;
+    ck_assert_int_eq(setenv("RSHTTPD_NO_OPENAT2", "1", 1), 0);
+    srv_start(&s, (const char *const[]){ NULL });
+    escape_table(s.port);
+    srv_stop(&s);
 }
 END_TEST
 
@@ -1206,6 +1220,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, error_statuses);
     tcase_add_test(tc, method_not_allowed_has_allow);
     tcase_add_test(tc, escape_attempts_table);
+    tcase_add_test(tc, escape_attempts_table_realpath_fallback);
     tcase_add_test(tc, swapped_symlink_not_served_from_cache);
     tcase_add_test(tc, curl_downloads);
     tcase_add_test(tc, python_http_client_keepalive);
