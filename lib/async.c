@@ -97,13 +97,9 @@ struct rs_conn {
     };
 };
 
-/* Claim the role a call needs; false if the conn already has the other one. */
-static bool role(struct rs_conn *c, uint8_t want)
-{
-    if (c->role == ROLE_NONE)
-        c->role = want;
-    return c->role == want;
-}
+/* May c take the role a call needs? It is claimed (c->role = want) only once the call
+ * succeeds: a refused call leaves an unclaimed conn free for either. */
+static bool role_ok(const struct rs_conn *c, uint8_t want) { return c->role == ROLE_NONE || c->role == want; }
 
 static struct send_req *req_new(struct rs_conn *c)
 {
@@ -311,7 +307,7 @@ EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
         return -EINVAL;
     if (listener->closing)
         return -EBADF;
-    if (!role(listener, ROLE_LISTENER))
+    if (!role_ok(listener, ROLE_LISTENER))
         return -EINVAL;
     if (listener->acc_on)
         return -EALREADY;
@@ -327,6 +323,7 @@ EXPORT int rs_conn_accept_start(rs_conn *listener, rs_accept_cb cb, void *data)
         listener->acc_armed = true;
     }
     /* else a stop's cancel (or a backoff) is in flight: its completion re-arms */
+    listener->role = ROLE_LISTENER;
     listener->acc_on = true;
     return 0;
 }
@@ -469,7 +466,7 @@ EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
         return -EINVAL;
     if (c->closing)
         return -EBADF;
-    if (!role(c, ROLE_STREAM))
+    if (!role_ok(c, ROLE_STREAM))
         return -EINVAL;
     if (c->rd_on)
         return -EALREADY;
@@ -486,6 +483,7 @@ EXPORT int rs_conn_read_start(rs_conn *c, rs_read_cb cb, void *user)
             return r;
     }
     /* a cancel still in flight re-arms when it completes (read_cb) */
+    c->role = ROLE_STREAM;
     c->rd_cb = cb;
     c->rd_user = user;
     c->rd_on = true;
@@ -578,16 +576,18 @@ static void send_cb(struct rs_op *op)
         return;
     }
     c->in_send_cb = true;
+    /* Settle the queue first, then run the callbacks of what finished: a callback may send,
+     * cancel or close, and must find the queue and sq_bytes true. */
+    struct send_req *done = NULL, **tail = &done;
+    ssize_t file_short = -1;
     if (res == 0 && c->sq_head && c->sq_head->file_fd >= 0 && c->sq_head->off < c->sq_head->len) {
         /* the file ended before count: the send completes with what the file had */
         struct send_req *q = c->sq_head;
         c->sq_bytes -= q->len - q->off;
         c->sq_head = q->next;
-        if (!c->sq_head)
-            c->sq_tail = NULL;
-        if (q->cb)
-            q->cb(c, (ssize_t)q->off, q->user);
-        req_free(c, q);
+        q->next = NULL;
+        done = q;
+        file_short = (ssize_t)q->off;
     } else if (res >= 0) {
         size_t n = (size_t)res;
         c->sq_bytes -= n;
@@ -600,24 +600,24 @@ static void send_cb(struct rs_op *op)
             }
             n -= left;
             c->sq_head = q->next;
-            if (!c->sq_head)
-                c->sq_tail = NULL;
-            if (q->cb)
-                q->cb(c, (ssize_t)q->report, q->user);
-            req_free(c, q);
+            q->next = NULL;
+            *tail = q;
+            tail = &q->next;
         }
     } else {
         /* the stream is broken (or closing): every queued send fails, in order */
-        struct send_req *q = c->sq_head;
-        c->sq_head = c->sq_tail = NULL;
+        done = c->sq_head;
+        c->sq_head = NULL;
         c->sq_bytes = 0;
-        while (q) {
-            struct send_req *next = q->next;
-            if (q->cb)
-                q->cb(c, res, q->user);
-            req_free(c, q);
-            q = next;
-        }
+    }
+    if (!c->sq_head)
+        c->sq_tail = NULL;
+    while (done) {
+        struct send_req *q = done;
+        done = q->next;
+        if (q->cb)
+            q->cb(c, res < 0 ? res : file_short >= 0 ? file_short : (ssize_t)q->report, q->user);
+        req_free(c, q);
     }
     c->in_send_cb = false;
     if (op_done(c))
@@ -670,6 +670,7 @@ static void send_kick(struct rs_conn *c)
 
 static void queue_send(struct rs_conn *c, struct send_req *q)
 {
+    c->role = ROLE_STREAM;
     if (c->sq_tail)
         c->sq_tail->next = q;
     else
@@ -695,7 +696,7 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
         return -EINVAL;
     if (c->closing)
         return -EBADF;
-    if (!role(c, ROLE_STREAM))
+    if (!role_ok(c, ROLE_STREAM))
         return -EINVAL;
     struct send_req *q = req_new(c);
     if (!q)
@@ -712,7 +713,7 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
         return -EINVAL;
     if (c->closing)
         return -EBADF;
-    if (!role(c, ROLE_STREAM))
+    if (!role_ok(c, ROLE_STREAM))
         return -EINVAL;
     struct send_req *q[SEND_BATCH];
     size_t total = 0;
@@ -746,7 +747,7 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
         return -EINVAL;
     if (c->closing)
         return -EBADF;
-    if (!role(c, ROLE_STREAM))
+    if (!role_ok(c, ROLE_STREAM))
         return -EINVAL;
     if (count == 0) {
         struct stat st;

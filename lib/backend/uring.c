@@ -537,21 +537,27 @@ static int uring_wait(struct rs_loop *loop, bool block)
     if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
         return r;
     int n = 0;
-    struct io_uring_cqe *cqes[64];
-    unsigned got;
-    /* Copy out and advance before dispatching: a callback may run the loop again. */
-    while ((got = io_uring_peek_batch_cqe(ring, cqes, 64)) > 0) {
+    /* Copy out and advance before dispatching: a callback may run the loop again. The ring is
+     * walked inline (io_uring_for_each_cqe) rather than with io_uring_peek_batch_cqe, a library
+     * call with its own barriers that callgrind put at ~35 instructions per blocking call. */
+    for (;;) {
         struct { struct rs_op *op; int res; unsigned flags; } batch[64];
-        unsigned k = 0;
-        for (unsigned i = 0; i < got; i++) {
-            uint64_t ud = cqes[i]->user_data;
-            if (ud == UD_IGNORE)
-                continue;
-            batch[k].op = (struct rs_op *)(uintptr_t)ud;
-            batch[k].res = RS_FAULT_CQE(batch[k].op, cqes[i]->res);
-            batch[k].flags = cqes[i]->flags;
-            k++;
+        struct io_uring_cqe *cqe;
+        unsigned head, got = 0, k = 0;
+        io_uring_for_each_cqe(ring, head, cqe) {
+            uint64_t ud = cqe->user_data;
+            got++;
+            if (ud != UD_IGNORE) {
+                batch[k].op = (struct rs_op *)(uintptr_t)ud;
+                batch[k].res = RS_FAULT_CQE(batch[k].op, cqe->res);
+                batch[k].flags = cqe->flags;
+                k++;
+            }
+            if (got == 64)
+                break;
         }
+        if (got == 0)
+            break;
         io_uring_cq_advance(ring, got);
         for (unsigned i = 0; i < k; i++)
             n += handle(loop, batch[i].op, batch[i].res, batch[i].flags);
