@@ -533,6 +533,75 @@ START_TEST(pipelining_in_order)
 }
 END_TEST
 
+/* A client that half-closes after its request (printf ... | nc) still gets the answer, then EOF. */
+START_TEST(half_closed_client_answered)
+{
+    int fd = dial(S.port);
+    send_str(fd, "GET /s1k.bin HTTP/1.1\r\nHost: t\r\n\r\nGET /sub/a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+    ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+    struct rbuf b = { 0 };
+    struct resp r;
+    ck_assert(next_response(fd, &b, false, &r));
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.body_len, KB);
+    ck_assert(next_response(fd, &b, false, &r));
+    ck_assert_mem_eq(r.body, "sub a\n", 6);
+    ck_assert(drain_to_eof(fd, &b));
+    ck_assert_uint_eq(b.pos, b.len);
+    close(fd);
+    free(b.d);
+}
+END_TEST
+
+/* 300 pipelined requests for 16 KiB + 1 (about 5 MB of answers) sent while not reading: the server
+ * stops reading instead of buffering without bound, and once we read, every answer comes, in
+ * order. */
+START_TEST(pipelined_flood_while_not_reading)
+{
+    int fd = dial(S.port);
+    const char *one = "GET /s16k1.bin HTTP/1.1\r\nHost: t\r\n\r\n";
+    size_t ol = strlen(one), n = 300;
+    char *req = malloc(ol * n);
+    ck_assert_ptr_nonnull(req);
+    for (size_t i = 0; i < n; i++)
+        memcpy(req + i * ol, one, ol);
+    /* the send may block once both socket buffers are full: do it non-blocking, reading later */
+    size_t off = 0;
+    double end = t_now() + 1.0;
+    while (off < ol * n && t_now() < end) {
+        ssize_t k = send(fd, req + off, ol * n - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k > 0)
+            off += (size_t)k;
+        else
+            t_sleep(0.01);
+    }
+    unsigned char *want = pattern(16 * KB + 1, 4);
+    struct rbuf b = { 0 };
+    for (size_t i = 0; i < n; i++) {
+        while (off < ol * n) { /* the rest of the requests, as the server drains */
+            ssize_t k = send(fd, req + off, ol * n - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k <= 0)
+                break;
+            off += (size_t)k;
+        }
+        struct resp r;
+        ck_assert_msg(next_response(fd, &b, false, &r), "response %zu missing", i);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_uint_eq(r.body_len, 16 * KB + 1);
+        ck_assert(memcmp(r.body, want, r.body_len) == 0);
+        /* keep the client's buffer small: drop what has been checked */
+        memmove(b.d, b.d + b.pos, b.len - b.pos);
+        b.len -= b.pos;
+        b.pos = 0;
+    }
+    ck_assert_uint_eq(off, ol * n);
+    free(want);
+    free(req);
+    free(b.d);
+    close(fd);
+}
+END_TEST
+
 /* A request split across many small writes is put together. */
 START_TEST(request_in_pieces)
 {
@@ -1213,6 +1282,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, keep_alive_rules);
     tcase_add_test(tc, pipelining_in_order);
     tcase_add_test(tc, request_in_pieces);
+    tcase_add_test(tc, half_closed_client_answered);
+    tcase_add_test(tc, pipelined_flood_while_not_reading);
     tcase_add_test(tc, content_types);
     tcase_add_test(tc, directory_index);
     tcase_add_test(tc, last_modified_and_304);

@@ -711,6 +711,8 @@ static void run(struct hconn *h)
         shutdown(rs_conn_fd(h->c), SHUT_WR);
         touch(h);
     }
+    if (h->peer_eof)
+        return; /* reading has ended for good */
     bool want_read = h->lingering || h->in_len < IN_SOFT;
     if (want_read && h->read_paused) {
         if (rs_conn_read_start(h->c, on_read, h) < 0) {
@@ -736,7 +738,6 @@ static void on_read(rs_conn *c, ssize_t n, const void *data, void *user)
     }
     if (n == 0) {
         h->peer_eof = true;
-        h->read_paused = false; /* reading has ended for good: never re-armed */
         if (h->lingering) {
             conn_close(h);
             return;
