@@ -441,8 +441,10 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
         g = gen_of_bid(be, bid);
         data = g->bufs + (size_t)(bid - g->first_bid) * be->bufsz;
     }
-    bool rearm = !more && !op->cancelled &&
-                 (res == -ENOBUFS || (op->kind == RS_OP_RECV && res > 0) || (op->kind == RS_OP_ACCEPT && res >= 0));
+    /* -ENOBUFS took nothing: re-armed, or ended as asked (-ECANCELED, below) if a cancel is on
+     * its way, never reported as an error of the stream */
+    bool rearm = !more && (res == -ENOBUFS || (!op->cancelled && ((op->kind == RS_OP_RECV && res > 0) ||
+                                                                  (op->kind == RS_OP_ACCEPT && res >= 0))));
     if (more || rearm) {
         /* -ENOBUFS carries no data: the buffers come back as callbacks return, so re-arming at
          * once loses nothing and keeps order (the kernel queued nothing past the stop). */
