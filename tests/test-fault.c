@@ -694,6 +694,59 @@ START_TEST(async_epipe_econnreset_reported)
 }
 END_TEST
 
+struct got {
+    char buf[16];
+    size_t n;
+    ssize_t err;
+};
+
+static void read_into(rs_conn *c, ssize_t n, const void *data, void *user)
+{
+    (void)c;
+    struct got *g = user;
+    if (n <= 0) {
+        g->err = n ? n : -1;
+        return;
+    }
+    size_t k = (size_t)n < sizeof g->buf - g->n ? (size_t)n : sizeof g->buf - g->n;
+    memcpy(g->buf + g->n, data, k);
+    g->n += k;
+}
+
+START_TEST(async_enobufs_during_stop)
+{
+    /* The receive runs dry (-ENOBUFS) while a stop's cancel is on its way, and reading is started
+     * again: the stream must go on, not end in an error nobody caused. */
+    faults("recv:enobufs=first1");
+    rs_loop *l;
+    ck_assert_int_eq(rs_loop_new(&l, NULL), 0);
+    rs_socket *a, *b;
+    t_tcp_pair(AF_INET, &a, &b);
+    rs_conn *c;
+    ck_assert_int_eq(rs_conn_from_socket(&c, l, b), 0);
+    struct got g;
+    memset(&g, 0, sizeof g);
+    ck_assert_int_eq(rs_conn_read_start(c, read_into, &g), 0);
+    ck_assert_int_eq(rs_conn_read_stop(c), 0);
+    ck_assert_int_eq(rs_conn_read_start(c, read_into, &g), 0);
+    ck_assert_int_eq(rs_sendall(a, "hello", 5, 0), 5);
+    for (int i = 0; i < 200 && g.n < 5 && !g.err; i++)
+        rs_loop_run(l, RS_RUN_ONCE);
+    ck_assert_msg(g.err == 0, "the receive ended with %s", rs_err_name((int)g.err));
+    ck_assert_uint_eq(g.n, 5);
+    ck_assert_int_eq(memcmp(g.buf, "hello", 5), 0);
+    if (on_uring())
+        injected("recv", "enobufs");
+    bool closed = false;
+    ck_assert_int_eq(rs_conn_close(c, listener_closed, &closed), 0);
+    for (int i = 0; i < 100 && !closed; i++)
+        rs_loop_run(l, RS_RUN_ONCE);
+    ck_assert(closed);
+    ck_assert_int_eq(rs_loop_free(l), 0);
+    rs_close(a);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -717,6 +770,7 @@ static Suite *make_suite(void)
         { "async_tiny_ring", async_tiny_ring_sqe_full },
         { "async_emfile", async_accept_emfile_backs_off },
         { "async_errors", async_epipe_econnreset_reported },
+        { "async_enobufs_stop", async_enobufs_during_stop },
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         TCase *tc = tcase_create(tests[i].name);
