@@ -26,7 +26,37 @@
     ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
                   rs_err_name(want))
 
-static void faults(const char *spec) { ck_assert_int_eq(rs__fault_set(spec), 0); }
+static const char *spec_now;
+
+static void faults(const char *spec)
+{
+    ck_assert_int_eq(rs__fault_set(spec), 0);
+    spec_now = spec;
+}
+
+/* With T_FAULT_REPORT set: what each test injected, one line on stderr (docs/reliability.md). */
+static void report(void)
+{
+    if (!getenv("T_FAULT_REPORT") || !spec_now)
+        return;
+    static const char *const pairs[][2] = {
+        { "send", "eintr" }, { "send", "eagain" }, { "send", "short" }, { "send", "enomem" },
+        { "send", "econnreset" }, { "send", "epipe" }, { "recv", "eintr" }, { "recv", "eagain" },
+        { "recv", "short" }, { "recv", "enomem" }, { "recv", "econnreset" }, { "recv", "enobufs" },
+        { "accept", "eintr" }, { "accept", "eagain" }, { "accept", "enomem" }, { "accept", "emfile" },
+        { "wait", "eintr" }, { "sqe", "full" }, { "ring", "tiny" }, { "regbuf", "fail" },
+    };
+    char line[1024];
+    int n = snprintf(line, sizeof line, "fault-report %s [%s]:", getenv("RINGSOCK_BACKEND"), spec_now);
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0] && n > 0 && (size_t)n < sizeof line; i++) {
+        unsigned long k = rs__fault_count(pairs[i][0], pairs[i][1]);
+        if (k)
+            n += snprintf(line + n, sizeof line - (size_t)n, " %s:%s=%lu", pairs[i][0], pairs[i][1], k);
+    }
+    if (rs__fault_cq_overflows() && n > 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, " cq-overflow-seen=%lu", rs__fault_cq_overflows());
+    fprintf(stderr, "%s\n", line);
+}
 
 static void injected(const char *site, const char *fault)
 {
@@ -775,6 +805,7 @@ static Suite *make_suite(void)
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         TCase *tc = tcase_create(tests[i].name);
         tcase_add_checked_fixture(tc, t_setup, t_teardown);
+        tcase_add_checked_fixture(tc, NULL, report);
         tcase_set_timeout(tc, 30);
         tcase_add_test(tc, tests[i].t);
         suite_add_tcase(s, tc);
