@@ -123,7 +123,9 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     return 0;
 }
 
-static __thread struct rs_loop *tls_loop;
+/* initial-exec: every blocking call reads it, and the default (global-dynamic) model costs a
+ * __tls_get_addr call each time from a shared library */
+static __thread struct rs_loop *tls_loop __attribute__((tls_model("initial-exec")));
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
@@ -214,6 +216,11 @@ EXPORT int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st)
 }
 
 EXPORT int rs_loop_backend(const rs_loop *loop) { return loop ? loop->backend : -EINVAL; }
+
+EXPORT unsigned rs_loop_features(const rs_loop *loop)
+{
+    return loop && loop->ops->features ? loop->ops->features((struct rs_loop *)loop) : 0;
+}
 
 EXPORT size_t rs_loop_pending(const rs_loop *loop) { return loop ? loop->pending : 0; }
 

@@ -772,7 +772,7 @@ START_TEST(tiny_buffer_ring_enobufs_no_loss)
     v_check(&s, FLOOD_CONNS);
     struct rs_loop_stats st;
     ASSERT_ERR(rs_loop_stats(l, &st), 0);
-    if (rs_loop_backend(l) == RS_BACKEND_URING) {
+    if (rs_loop_features(l) & RS_FEAT_MULTISHOT_RECV) {
         /* under that pressure the ring grew (4 -> 4+8 -> 4+8+16), and stopped at 8x the 4 asked */
         ck_assert_msg(st.recv_bufs > 4 && st.recv_bufs <= 32, "recv_bufs %llu", st.recv_bufs);
     } else {
@@ -780,6 +780,30 @@ START_TEST(tiny_buffer_ring_enobufs_no_loss)
     }
     ck_assert_uint_eq(rs_loop_pending(l), 1);
     close_and_wait(l, lc);
+    loop_free(l);
+}
+END_TEST
+
+/* What the loop says it was granted matches the backend, and RINGSOCK_URING_LEGACY (the suite's
+ * uring-legacy run) takes the multishot operations away without changing any other test. */
+START_TEST(features_say_what_was_granted)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    unsigned f = rs_loop_features(l);
+    ck_assert_uint_eq(rs_loop_features(NULL), 0);
+    if (rs_loop_backend(l) != RS_BACKEND_URING) {
+        ck_assert_uint_eq(f, 0);
+    } else {
+        const char *legacy = getenv("RINGSOCK_URING_LEGACY");
+        bool want_ms = !(legacy && *legacy && strcmp(legacy, "0") != 0);
+        /* this kernel (6.x) grants DEFER_TASKRUN; COOP is only the fallback, never both */
+        ck_assert_msg((f & RS_FEAT_DEFER_TASKRUN) && !(f & RS_FEAT_COOP_TASKRUN), "features %#x", f);
+        ck_assert_msg(f & RS_FEAT_CQ_NODROP, "features %#x", f);
+        ck_assert_msg(f & RS_FEAT_LINK_TIMEOUT, "features %#x", f);
+        ck_assert_msg(!(f & RS_FEAT_SQPOLL), "features %#x", f);
+        ck_assert_msg(!!(f & RS_FEAT_MULTISHOT_RECV) == want_ms && !!(f & RS_FEAT_MULTISHOT_ACCEPT) == want_ms,
+                      "features %#x, legacy %s", f, legacy ? legacy : "unset");
+    }
     loop_free(l);
 }
 END_TEST
@@ -2272,6 +2296,7 @@ static Suite *make_suite(void)
 
     tc = tcase(s, "receive", 60);
     tcase_add_test(tc, tiny_buffer_ring_enobufs_no_loss);
+    tcase_add_test(tc, features_say_what_was_granted);
     tcase_add_test(tc, read_stop_then_start);
     tcase_add_test(tc, read_stop_in_callback_loses_nothing);
     tcase_add_test(tc, read_stop_start_same_turn);

@@ -87,6 +87,22 @@ struct rs_loop_stats {
 /* Copy the loop's counters into *st. 0, or -EINVAL for NULL. */
 int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st);
 
+/* What the kernel granted a loop (rs_loop_features): io_uring setup flags and capabilities that
+ * change how operations run. Readiness backends have none of them. */
+#define RS_FEAT_DEFER_TASKRUN    (1u << 0) /* completion work runs only when the loop waits */
+#define RS_FEAT_COOP_TASKRUN     (1u << 1) /* the fallback where DEFER_TASKRUN is refused (< 6.1) */
+#define RS_FEAT_SQPOLL           (1u << 2) /* a kernel thread polls the SQ (RS_LOOP_SQPOLL) */
+#define RS_FEAT_CQ_NODROP        (1u << 3) /* a full CQ never loses a completion */
+#define RS_FEAT_SEND_ZC          (1u << 4) /* zero-copy sends (rs_loop_opts.zc_threshold) */
+#define RS_FEAT_MULTISHOT_ACCEPT (1u << 5) /* one ACCEPT for many connections (else re-armed) */
+#define RS_FEAT_MULTISHOT_RECV   (1u << 6) /* one RECV on provided buffer rings (else re-armed
+                                              single receives into a buffer per connection) */
+#define RS_FEAT_FIXED_BUFFERS    (1u << 7) /* registered buffers (rs_makefile's READ/WRITE_FIXED) */
+#define RS_FEAT_LINK_TIMEOUT     (1u << 8) /* timeouts ride on the operation: one syscall per call */
+
+/* The RS_FEAT_* bits of loop (0 for epoll/poll or NULL). */
+unsigned rs_loop_features(const rs_loop *loop);
+
 /* "uring", "epoll", "poll", "auto", or NULL for an unknown value. */
 const char *rs_backend_name(int backend);
 

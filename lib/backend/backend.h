@@ -96,6 +96,8 @@ struct rs_backend_ops {
      * inside the delivery of data: 0, and data is not reused until buf_release; or -errno. */
     int  (*buf_keep)(struct rs_loop *loop, const void *data);
     void (*buf_release)(struct rs_loop *loop, const void *data);
+    /* RS_FEAT_* the backend was granted (NULL: none) */
+    unsigned (*features)(struct rs_loop *loop);
 };
 
 extern const struct rs_backend_ops rs__uring_ops;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "ringsock/loop.h"
@@ -107,6 +108,12 @@ struct uring_be {
     struct bufgen gen[MAX_GENS]; /* none until the first multishot receive; the last is current */
     unsigned ngen, bufsz, nbufs_max, enobufs;
     bool has_zc; /* SEND_ZC and SENDMSG_ZC (6.0 / 6.1) */
+    /* Multishot ACCEPT (5.19) and multishot RECV on a buffer ring (6.0). Without them the same
+     * ops run as single-shot operations re-armed after each result (RECV into a buffer of the
+     * op's own), with the same callbacks: slower, never different. RINGSOCK_URING_LEGACY=1
+     * forces that path (how it is tested on a new kernel). */
+    bool ms_accept, ms_recv;
+    unsigned features; /* RS_FEAT_* granted */
     /* buffers lent past their delivery (rs_conn_read_keep), and the multishot receives that
      * found the ring empty because of them: re-armed at a release, not on a timer or at once
      * (that would spin on -ENOBUFS while the buffers stay out) */
@@ -154,6 +161,32 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
                      io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
         io_uring_free_probe(probe);
     }
+    /* no probe bit exists for multishot: the kernel version decides */
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0)
+        sscanf(u.release, "%d.%d", &major, &minor);
+    int kv = major * 100 + minor;
+    const char *legacy = getenv("RINGSOCK_URING_LEGACY");
+    bool force_legacy = legacy && *legacy && strcmp(legacy, "0") != 0;
+    be->ms_accept = kv >= 519 && !force_legacy;
+    be->ms_recv = kv >= 600 && !force_legacy;
+    unsigned f = 0;
+    if (p.flags & IORING_SETUP_DEFER_TASKRUN)
+        f |= RS_FEAT_DEFER_TASKRUN;
+    if (p.flags & IORING_SETUP_COOP_TASKRUN)
+        f |= RS_FEAT_COOP_TASKRUN;
+    if (p.flags & IORING_SETUP_SQPOLL)
+        f |= RS_FEAT_SQPOLL;
+    if (p.features & IORING_FEAT_NODROP)
+        f |= RS_FEAT_CQ_NODROP;
+    if (be->has_zc)
+        f |= RS_FEAT_SEND_ZC;
+    if (be->ms_accept)
+        f |= RS_FEAT_MULTISHOT_ACCEPT;
+    if (be->ms_recv)
+        f |= RS_FEAT_MULTISHOT_RECV;
+    be->features = f | RS_FEAT_FIXED_BUFFERS | RS_FEAT_LINK_TIMEOUT;
     loop->be = be;
     return 0;
 }
@@ -311,7 +344,7 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
             break;
         case RS_OP_ACCEPT:
-            if (op->multishot)
+            if (op->multishot && ((struct uring_be *)loop->be)->ms_accept)
                 io_uring_prep_multishot_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
             else
                 io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
@@ -323,7 +356,17 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
                 io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
             break;
         case RS_OP_RECV:
-            if (op->multishot) {
+            if (op->multishot && !((struct uring_be *)loop->be)->ms_recv) {
+                /* legacy: one RECV at a time into the op's own buffer (in bts[0]) */
+                char *b = (char *)(uintptr_t)op->bts[0];
+                if (!b && !(b = malloc(loop->buf_size))) {
+                    io_uring_prep_nop(sqe);
+                    io_uring_sqe_set_data64(sqe, UD_IGNORE);
+                    return -ENOMEM;
+                }
+                op->bts[0] = (int64_t)(uintptr_t)b;
+                io_uring_prep_recv(sqe, op->fd, b, loop->buf_size, op->flags);
+            } else if (op->multishot) {
                 struct uring_be *be = loop->be;
                 if (!be->ngen) {
                     int r = setup_buf_ring(loop, be);
@@ -441,6 +484,9 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
         g = gen_of_bid(be, bid);
         data = g->bufs + (size_t)(bid - g->first_bid) * be->bufsz;
     }
+    char *own = op->kind == RS_OP_RECV ? (char *)(uintptr_t)op->bts[0] : NULL; /* legacy RECV */
+    if (own && res > 0)
+        data = own;
     /* -ENOBUFS took nothing: re-armed, or ended as asked (-ECANCELED, below) if a cancel is on
      * its way, never reported as an error of the stream */
     bool rearm = !more && (res == -ENOBUFS || (!op->cancelled && ((op->kind == RS_OP_RECV && res > 0) ||
@@ -452,7 +498,20 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
             rs__op_deliver(loop, op, res, data);
     } else {
         op->mdata = data;
-        rs__op_complete(loop, op, res);
+        if (own) {
+            /* the op is over: its buffer goes, after the callback has seen the bytes */
+            op->bts[0] = 0;
+            rs__op_complete(loop, op, res);
+            free(own);
+            own = NULL;
+            data = NULL;
+        } else {
+            rs__op_complete(loop, op, res);
+        }
+    }
+    if (own) {
+        data = NULL; /* not a ring buffer: nothing to recycle */
+        be->keep_now = false;
     }
     if (data) {
         if (be->keep_now) {
@@ -594,6 +653,8 @@ static void uring_forget_fd(struct rs_loop *loop, int fd)
     (void)fd;
 }
 
+static unsigned uring_features(struct rs_loop *loop) { return ((struct uring_be *)loop->be)->features; }
+
 static int uring_buf_keep(struct rs_loop *loop, const void *data)
 {
     struct uring_be *be = loop->be;
@@ -643,5 +704,6 @@ const struct rs_backend_ops rs__uring_ops = {
     .buffers_init = uring_buffers_init,
     .buffer_update = uring_buffer_update,
     .buf_keep = uring_buf_keep,
+    .features = uring_features,
     .buf_release = uring_buf_release,
 };
