@@ -844,6 +844,21 @@ static void sc_sendv(struct sc *sc, int letter, int pieces, size_t piece)
     ASSERT_ERR(rs_conn_sendv(sc->c, iov, pieces, sc_sent, sc_u(sc, letter)), 0);
 }
 
+/* A sendfile of len bytes of pfd, a file holding the whole pattern. */
+static void sc_sendfile(struct sc *sc, int letter, int pfd, size_t len)
+{
+    struct sc_rec *q = sc_rec_new(sc, letter, len);
+    ASSERT_ERR(rs_conn_sendfile(sc->c, pfd, (off_t)q->off, len, sc_sent, sc_u(sc, letter)), 0);
+}
+
+static int pattern_file(void)
+{
+    int fd = memfd_create("asyncx-pattern", MFD_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, pat, PAT_LEN), (ssize_t)PAT_LEN);
+    return fd;
+}
+
 static bool sc_all_called(const struct sc *sc)
 {
     for (int i = 0; i < sc->n; i++)
@@ -973,8 +988,9 @@ static size_t sc_bytes(const struct sc *sc, bool cancelled)
 }
 
 /* A peer that does not read: a 1 MiB send F is in flight (the conn was idle), then ten sends
- * A,B,A,C,A,B,A,C,A,B, a vectored A, a C and a vectored B queue behind it. Cancelling A takes
- * the six A's, from the loop; the rest goes out whole once the peer reads. */
+ * A,B,A,C,A,B,A,C,A,B, a vectored A, a C, a vectored B, a sendfile A and a sendfile C queue
+ * behind it. Cancelling A takes the seven A's, from the loop; the rest goes out whole once the
+ * peer reads. */
 START_TEST(send_cancel_queued_by_user)
 {
     rs_loop *l = loop_new(0, 0);
@@ -992,9 +1008,12 @@ START_TEST(send_cancel_queued_by_user)
     sc_sendv(&sc, 'A', 3, 500);
     sc_send(&sc, 'C', 700);
     sc_sendv(&sc, 'B', 2, 300);
+    int pfd = pattern_file();
+    sc_sendfile(&sc, 'A', pfd, 5000);
+    sc_sendfile(&sc, 'C', pfd, 3000);
     ck_assert_int_eq(sc.calls, 0);
 
-    ck_assert_int_eq(sc_cancel(&sc, 'A'), 6);
+    ck_assert_int_eq(sc_cancel(&sc, 'A'), 7);
     ck_assert_int_eq(sc_cancel(&sc, 'D'), 0); /* no send has that user */
     ck_assert_int_eq(sc_cancel(&sc, 'F'), 0); /* in flight: goes on */
     ck_assert_int_eq(sc_cancel(&sc, 'A'), 0); /* already taken */
@@ -1002,7 +1021,7 @@ START_TEST(send_cancel_queued_by_user)
     ck_assert_msg(sc.calls == 0, "%d callbacks inside rs_conn_send_cancel", sc.calls);
 
     run_for(l, 0.1);
-    ck_assert_msg(sc.calls == 6, "%d callbacks while the peer does not read, want the 6 cancelled", sc.calls);
+    ck_assert_msg(sc.calls == 7, "%d callbacks while the peer does not read, want the 7 cancelled", sc.calls);
     for (int i = 0; i < sc.n; i++)
         ck_assert_int_eq(sc.r[i].calls, sc.r[i].want_cancel ? 1 : 0);
     ck_assert_uint_ge(sc_bytes(&sc, false), rs_conn_send_pending(c));
@@ -1013,6 +1032,7 @@ START_TEST(send_cancel_queued_by_user)
     ck_assert_uint_eq(rs_conn_send_pending(c), 0);
     close_and_wait(l, c);
     sink_check(&k, &sc);
+    close(pfd);
     close(cfd);
     loop_free(l);
 }
@@ -1439,6 +1459,72 @@ START_TEST(async_send_from_signal_handler)
 }
 END_TEST
 
+/* 64 handles on one loop, each sent once from another thread: each gets its own call. */
+#define ASYNC_HANDLES 64
+
+struct asy_many {
+    struct asy s[ASYNC_HANDLES];
+    int err;
+};
+
+static void *asy_many_sender(void *arg)
+{
+    struct asy_many *m = arg;
+    for (int i = ASYNC_HANDLES - 1; i >= 0; i--)
+        if (rs_async_send(m->s[i].a) != 0)
+            m->err++;
+    return NULL;
+}
+
+static bool asy_many_called(struct asy_many *m)
+{
+    for (int i = 0; i < ASYNC_HANDLES; i++)
+        if (atomic_load(&m->s[i].calls) == 0)
+            return false;
+    return true;
+}
+
+static bool asy_many_closed(struct asy_many *m)
+{
+    for (int i = 0; i < ASYNC_HANDLES; i++)
+        if (m->s[i].closes == 0)
+            return false;
+    return true;
+}
+
+START_TEST(async_many_handles_one_loop)
+{
+    int fds = t_fd_count();
+    rs_loop *l = loop_new(0, 0);
+    static struct asy_many m;
+    memset(&m, 0, sizeof m);
+    for (int i = 0; i < ASYNC_HANDLES; i++) {
+        asy_init(&m.s[i]);
+        ASSERT_ERR(rs_async_new(&m.s[i].a, l, asy_cb, &m.s[i]), 0);
+    }
+    run_for(l, 0.02);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, asy_many_sender, &m), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_eq(m.err, 0);
+    RUN_UNTIL(l, asy_many_called(&m), 5);
+    run_for(l, 0.05);
+    for (int i = 0; i < ASYNC_HANDLES; i++) {
+        ck_assert_msg(atomic_load(&m.s[i].calls) == 1, "handle %d: %ld calls for one send", i,
+                      atomic_load(&m.s[i].calls));
+        asy_close(&m.s[i]);
+    }
+    RUN_UNTIL(l, asy_many_closed(&m), 5);
+    run_for(l, 0.02);
+    for (int i = 0; i < ASYNC_HANDLES; i++) {
+        ck_assert_int_eq(m.s[i].closes, 1);
+        ck_assert_int_eq(m.s[i].close_inside, 0);
+    }
+    loop_free(l);
+    ck_assert_int_eq(t_fd_count(), fds);
+}
+END_TEST
+
 START_TEST(async_bad_input)
 {
     rs_loop *l = loop_new(0, 0);
@@ -1450,6 +1536,13 @@ START_TEST(async_bad_input)
     ASSERT_ERR(rs_async_send(NULL), -EINVAL);
     ASSERT_ERR(rs_async_close(NULL, asy_closed, NULL), -EINVAL);
     ASSERT_ERR(rs_async_close(NULL, NULL, NULL), -EINVAL);
+    /* an open handle is work in flight: the loop cannot be freed under it */
+    static struct asy s;
+    asy_init(&s);
+    ASSERT_ERR(rs_async_new(&s.a, l, asy_cb, &s), 0);
+    ASSERT_ERR(rs_loop_free(l), -EBUSY);
+    asy_close(&s);
+    RUN_UNTIL(l, s.closes == 1, 5);
     loop_free(l);
 }
 END_TEST
@@ -1730,6 +1823,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, async_close_from_callback_ends_run_default);
     tcase_add_test(tc, async_close_pending_send_and_null_close_cb);
     tcase_add_test(tc, async_send_from_signal_handler);
+    tcase_add_test(tc, async_many_handles_one_loop);
     tcase_add_test(tc, async_bad_input);
 
     tc = tcase(s, "roles", 20);
