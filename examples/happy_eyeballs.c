@@ -93,15 +93,16 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* The report lists the attempts in the order they started. Attempt k started when attempt k-1
-     * failed or `delay` after attempt k-1 started, whichever came first: at k x delay at the latest. */
+    /* The report lists the attempts in the order they started, with their start and end times
+     * from the start of the call: attempt k starts when attempt k-1 fails or `delay` after it
+     * started, whichever comes first. */
     size_t shown = report.count < RS_CONNECT_MAX_ATTEMPTS ? report.count : RS_CONNECT_MAX_ATTEMPTS;
     char addr[80];
     int winner = -1;
     for (size_t k = 0; k < shown; k++) {
         const struct rs_connect_attempt *a = &report.attempt[k];
-        printf("attempt %zu  %-28s  start<=%.3fs  ", k + 1, describe(a, addr, sizeof addr),
-               (double)k * delay);
+        printf("attempt %zu  %-28s  start=%.3fs end=%.3fs  ", k + 1, describe(a, addr, sizeof addr), a->start,
+               a->end);
         if (a->error == 0) {
             printf("connected\n");
             winner = (int)k;

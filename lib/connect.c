@@ -52,6 +52,7 @@ struct he {
     struct rs_connect_opts opts;
     double timeout, delay;
     int64_t deadline;
+    int64_t t0; /* when the call began: the report's times count from it */
     struct attempt *a; /* n of them: inl, or (async, sized once resolved) their own block */
     size_t n, next, inflight;
     struct source src[2];
@@ -91,8 +92,12 @@ static void report_add(struct he *h, struct attempt *a, int err)
         a->report_idx = (int)rep->count++;
         memcpy(&rep->attempt[a->report_idx].addr, &a->sa, a->salen);
         rep->attempt[a->report_idx].addrlen = a->salen;
+        rep->attempt[a->report_idx].start = (double)(rs__now() - h->t0) / 1e9;
+        rep->attempt[a->report_idx].end = -1;
     }
     rep->attempt[a->report_idx].error = err;
+    if (err != -EINPROGRESS)
+        rep->attempt[a->report_idx].end = (double)(rs__now() - h->t0) / 1e9;
 }
 
 /* The source address for a family, resolved once per call. */
@@ -330,6 +335,7 @@ static int he_init(struct he *h, struct rs_loop *loop, const struct rs_connect_o
     if (opts->family != AF_UNSPEC && opts->family != AF_INET && opts->family != AF_INET6)
         return -EAFNOSUPPORT;
     h->loop = loop;
+    h->t0 = rs__now();
     h->opts = *opts;
     h->timeout = timeout;
     h->delay = opts->happy_eyeballs_delay;

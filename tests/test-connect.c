@@ -73,6 +73,9 @@ static void assert_attempt(const struct rs_connect_report *rep, size_t i, const 
                       addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     ck_assert_msg(a->error == err, "attempt %zu (%s): error %d (%s), want %s", i, got, a->error,
                   rs_err_name(a->error), rs_err_name(err));
+    /* times from the call's start: an attempt with a result ended after it started */
+    ck_assert_msg(a->start >= 0 && (err == -EINPROGRESS ? a->end < 0 : a->end >= a->start),
+                  "attempt %zu: start %.6f end %.6f", i, a->start, a->end);
 }
 
 /* Chain n caller-built entries into an addrinfo list, as getaddrinfo would return them. */
@@ -636,6 +639,12 @@ static void second_wins_after_delay(int bh_family)
                   "the loser's error: %s", rs_err_name(rep.attempt[0].error));
     ck_assert(same_addr(&rep.attempt[0].addr, &ss[0]));
     assert_attempt(&rep, 1, &ss[1], 0);
+    /* the report's clock: the first attempt started at once, the second after the 0.1 s delay,
+     * and the loser ended (cancelled) no earlier than the winner connected */
+    ck_assert_msg(rep.attempt[0].start < 0.05, "first start %.3f", rep.attempt[0].start);
+    ASSERT_BETWEEN(rep.attempt[1].start, 0.09, 0.6);
+    ck_assert_msg(rep.attempt[0].end >= rep.attempt[1].end, "loser ended %.3f, winner %.3f", rep.attempt[0].end,
+                  rep.attempt[1].end);
     ck_assert(rs_gettimeout(c) == 2.0);
     rs_socket *conn = accept_from(l, c);
     ping(c, conn);

@@ -35,6 +35,8 @@ struct rs_connect_attempt {
     socklen_t addrlen;
     int error; /* 0 for the attempt that connected, else its -errno (-ETIMEDOUT, -ECANCELED for
                   a Happy Eyeballs loser) */
+    double start, end; /* seconds from the start of the call to the attempt's start and to its
+                          result (end < 0: no result recorded, e.g. -EINPROGRESS) */
 };
 
 struct rs_connect_report {

@@ -417,7 +417,7 @@ def check_file_server():
 
 # ---- happy_eyeballs ----------------------------------------------------------------------------
 
-ATTEMPT = re.compile(r"^attempt (\d+)\s+(IPv[46]) (\S+)\s+start<=(\S+)s\s+(\S+)", re.M)
+ATTEMPT = re.compile(r"^attempt (\d+)\s+(IPv[46]) (\S+)\s+start=(\S+)s end=\S+s\s+(\S+)", re.M)
 
 
 def attempts(text):
