@@ -580,7 +580,7 @@ static void sv_read(rs_conn *c, ssize_t n, const void *data, void *user)
 struct starve_peer {
     int fd;
     size_t len;
-    struct starve *s;
+    atomic_size_t *delivered;
     int err;
 };
 
@@ -593,7 +593,7 @@ static void *starve_peer(void *arg)
         p->err = write_pat(p->fd, off, STARVE_MSG);
         off += STARVE_MSG;
         double end = t_now() + 0.1;
-        while (atomic_load(&p->s->delivered) < off && paced)
+        while (atomic_load(p->delivered) < off && paced)
             if (t_now() > end)
                 paced = false;
             else
@@ -622,7 +622,7 @@ START_TEST(keep_all_buffers_starves_without_spinning)
     static struct starve s;
     starve_init(&s, l);
     ASSERT_ERR(rs_conn_read_start(c, sv_read, &s), 0);
-    struct starve_peer p = { .fd = cfd, .len = STARVE_BYTES, .s = &s };
+    struct starve_peer p = { .fd = cfd, .len = STARVE_BYTES, .delivered = &s.delivered };
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, starve_peer, &p), 0);
 
@@ -693,7 +693,7 @@ START_TEST(keep_all_buffers_then_close_before_release)
     static struct starve s;
     starve_init(&s, l);
     ASSERT_ERR(rs_conn_read_start(c, sv_read, &s), 0);
-    struct starve_peer p = { .fd = cfd, .len = 128 * 1024, .s = &s };
+    struct starve_peer p = { .fd = cfd, .len = 128 * 1024, .delivered = &s.delivered };
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, starve_peer, &p), 0);
     RUN_UNTIL(l, (sv_full(&s) && t_now() - s.t_kept >= 0.15) || s.errors || s.bad, 10);
@@ -704,6 +704,128 @@ START_TEST(keep_all_buffers_then_close_before_release)
     sv_release_all(&s, 0xabcdu);
     ck_assert_int_eq(s.bad, 0);
     close(cfd);
+    loop_free(l);
+}
+END_TEST
+
+/* Two conns share a tiny ring and keep every delivery until every buffer is kept: both receives
+ * wait. Closing one of them must not need a release; after the release (the closed conn's kept
+ * bytes included) the other reads on to its EOF, in order. */
+struct two;
+
+struct two_conn {
+    struct two *t;
+    int idx;
+    size_t got;
+    atomic_size_t delivered;
+    int eof, errors, first_err, closed;
+};
+
+struct two {
+    rs_loop *l;
+    int backend, kept, bad;
+    rs_rbuf *b[STARVE_MAX];
+    size_t boff[STARVE_MAX], bn[STARVE_MAX];
+    bool released;
+    double t_kept;
+    struct two_conn c[2];
+};
+
+static void two_read(rs_conn *c, ssize_t n, const void *data, void *user)
+{
+    struct two_conn *tc = user;
+    struct two *t = tc->t;
+    if (n <= 0) {
+        if (n == 0)
+            tc->eof++;
+        else if (!tc->errors++)
+            tc->first_err = (int)n;
+        return;
+    }
+    if (!pat_eq(data, tc->got, (size_t)n))
+        t->bad++;
+    if (!t->released && (t->backend == RS_BACKEND_URING || t->kept < STARVE_BUFS)) {
+        int i = t->kept;
+        if (i == STARVE_MAX || rs_conn_read_keep(c, &t->b[i]) != 0) {
+            t->bad++;
+        } else {
+            t->boff[i] = tc->got;
+            t->bn[i] = (size_t)n;
+            t->kept++;
+            t->t_kept = t_now();
+        }
+    }
+    tc->got += (size_t)n;
+    atomic_store(&tc->delivered, tc->got);
+}
+
+static bool two_full(struct two *t)
+{
+    if (t->kept == 0 || t->released)
+        return false;
+    return t->backend == RS_BACKEND_URING ? (unsigned long long)t->kept == recv_bufs(t->l) : t->kept == STARVE_BUFS;
+}
+
+static void two_closed(rs_conn *c, void *user)
+{
+    (void)c;
+    ((struct two_conn *)user)->closed++;
+}
+
+START_TEST(keep_starves_two_conns_one_closes)
+{
+    rs_loop *l = loop_new(STARVE_BUFS, 4096);
+    static struct two t;
+    memset(&t, 0, sizeof t);
+    t.l = l;
+    t.backend = rs_loop_backend(l);
+    int cfd[2];
+    rs_conn *c[2];
+    struct starve_peer p[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = pair(l, &cfd[i], 0, 0);
+        t.c[i].t = &t;
+        t.c[i].idx = i;
+        atomic_init(&t.c[i].delivered, 0);
+        ASSERT_ERR(rs_conn_read_start(c[i], two_read, &t.c[i]), 0);
+        p[i] = (struct starve_peer){ .fd = cfd[i], .len = 96 * 1024, .delivered = &t.c[i].delivered };
+        ck_assert_int_eq(pthread_create(&th[i], NULL, starve_peer, &p[i]), 0);
+    }
+    RUN_UNTIL(l, (two_full(&t) && t_now() - t.t_kept >= 0.15) || t.bad, 10);
+    ck_assert_int_eq(t.bad, 0);
+    int kept = t.kept;
+    size_t got1 = t.c[1].got;
+
+    /* close conn 0 while every buffer is still out */
+    ASSERT_ERR(rs_conn_close(c[0], two_closed, &t.c[0]), 0);
+    RUN_UNTIL(l, t.c[0].closed == 1, 5);
+    ck_assert_int_eq(t.kept, kept);
+    if (t.backend == RS_BACKEND_URING)
+        ck_assert_msg(t.c[1].got == got1, "conn 1 received while every buffer was kept");
+
+    int order[STARVE_MAX];
+    for (int i = 0; i < t.kept; i++)
+        order[i] = i;
+    shuffle(order, t.kept, 0x2c0bu);
+    for (int j = 0; j < t.kept; j++) {
+        int i = order[j];
+        ck_assert_msg(pat_eq(rs_rbuf_data(t.b[i]), t.boff[i], t.bn[i]), "kept buffer %d changed", i);
+        rs_rbuf_release(t.b[i]);
+    }
+    t.released = true;
+    RUN_UNTIL(l, t.c[1].eof == 1 || t.c[1].errors || t.bad, 10);
+    ck_assert_msg(t.c[1].errors == 0, "conn 1: %s", rs_err_name(t.c[1].first_err));
+    ck_assert_int_eq(t.bad, 0);
+    ck_assert_uint_eq(t.c[1].got, 96 * 1024);
+    fprintf(stderr, "# two conns: %d kept, recv_bufs %llu\n", kept, recv_bufs(l));
+    close_and_wait(l, c[1]);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ck_assert_msg(p[i].err == 0 || (i == 0 && (p[i].err == -EPIPE || p[i].err == -ECONNRESET)), "peer %d: %s",
+                      i, rs_err_name(p[i].err));
+        close(cfd[i]);
+    }
     loop_free(l);
 }
 END_TEST
@@ -1810,6 +1932,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, keep_survives_release_scrambled_and_conn_close);
     tcase_add_test(tc, keep_all_buffers_starves_without_spinning);
     tcase_add_test(tc, keep_all_buffers_then_close_before_release);
+    tcase_add_test(tc, keep_starves_two_conns_one_closes);
 
     tc = tcase(s, "send_cancel", 40);
     tcase_add_test(tc, send_cancel_queued_by_user);
