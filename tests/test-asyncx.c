@@ -129,18 +129,18 @@ static void guard_end(struct guard *g, rs_loop *l)
 
 #define RUN_CAP 20000000L
 
-#define RUN_UNTIL(l, cond, secs)                                                                      \
-    do {                                                                                              \
-        struct guard g_;                                                                              \
-        guard_start(&g_, (l), (secs), 0.01);                                                          \
-        long n_ = 0;                                                                                  \
-        int r_ = 0;                                                                                   \
+#define RUN_UNTIL(l, cond, secs)                                                                    \
+    do {                                                                                            \
+        struct guard g_;                                                                            \
+        guard_start(&g_, (l), (secs), 0.01);                                                        \
+        long n_ = 0;                                                                                \
+        int r_ = 0;                                                                                 \
         while (!(cond) && !g_.fired && n_++ < RUN_CAP && (r_ = rs_loop_run((l), RS_RUN_ONCE)) >= 0) \
-            ;                                                                                         \
-        bool ok_ = (cond);                                                                            \
-        guard_end(&g_, (l));                                                                          \
-        ck_assert_msg(r_ >= 0, "rs_loop_run: %s", rs_err_name(r_));                                   \
-        ck_assert_msg(ok_, "still false after %.1f s: %s", (double)(secs), #cond);                    \
+            ;                                                                                       \
+        bool ok_ = (cond);                                                                          \
+        guard_end(&g_, (l));                                                                        \
+        ck_assert_msg(r_ >= 0, "rs_loop_run: %s", rs_err_name(r_));                                 \
+        ck_assert_msg(ok_, "still false after %.1f s: %s", (double)(secs), #cond);                  \
     } while (0)
 
 static void run_for(rs_loop *l, double secs)
@@ -454,8 +454,13 @@ START_TEST(keep_survives_release_scrambled_and_conn_close)
 
     k.keeping = false;
     int dels_before = k.deliveries;
-    struct kpeer p2 = { .fd = cfd, .k = &k, .first = KEEP_MSGS, .count = KEEP_MORE, .off = total,
-                        .burst_lo = -1, .burst_hi = -1 };
+    struct kpeer p2 = { .fd = cfd,
+                        .k = &k,
+                        .first = KEEP_MSGS,
+                        .count = KEEP_MORE,
+                        .off = total,
+                        .burst_lo = -1,
+                        .burst_hi = -1 };
     ck_assert_int_eq(pthread_create(&th, NULL, k_peer, &p2), 0);
     total += k_total(KEEP_MSGS, KEEP_MORE);
     RUN_UNTIL(l, k.got >= total || k.errors || k.eof || k.bad, 15);
@@ -525,7 +530,8 @@ static bool sv_full(struct starve *s)
 {
     if (s->kept == 0 || s->released)
         return false;
-    return s->backend == RS_BACKEND_URING ? (unsigned long long)s->kept == recv_bufs(s->l) : s->kept == STARVE_BUFS;
+    return s->backend == RS_BACKEND_URING ? (unsigned long long)s->kept == recv_bufs(s->l)
+                                          : s->kept == STARVE_BUFS;
 }
 
 static void sv_release_all(struct starve *s, uint32_t seed)
@@ -663,18 +669,20 @@ START_TEST(keep_all_buffers_starves_without_spinning)
     ck_assert_msg(s.errors == 0, "read callback: %s", rs_err_name(s.first_err));
     ck_assert_msg(s.bad == 0, "%d bad deliveries or kept buffers (kept %d, recv_bufs %llu)", s.bad, s.kept,
                   recv_bufs(l));
-    ck_assert_msg(s.released, "every buffer never stayed kept for %.1f s (kept %d, recv_bufs %llu)", STARVE_HOLD,
-                  s.kept, recv_bufs(l));
+    ck_assert_msg(s.released, "every buffer never stayed kept for %.1f s (kept %d, recv_bufs %llu)",
+                  STARVE_HOLD, s.kept, recv_bufs(l));
     ck_assert_msg(s.eof == 1, "no EOF: %zu of %u bytes after 15 s", s.got, STARVE_BYTES);
     ck_assert_uint_eq(s.got, STARVE_BYTES);
-    fprintf(stderr, "# %d kept (recv_bufs %llu), starved %.3f s: %ld loop iterations (%ld idle), "
-            "%llu submissions, %llu waits, %.3f s CPU\n", kept, bufs, starved_for, iters_starved, idle_starved,
-            subs, waits, cpu);
+    fprintf(stderr,
+            "# %d kept (recv_bufs %llu), starved %.3f s: %ld loop iterations (%ld idle), "
+            "%llu submissions, %llu waits, %.3f s CPU\n",
+            kept, bufs, starved_for, iters_starved, idle_starved, subs, waits, cpu);
     ck_assert_msg(idle_starved < 100, "%ld idle loop iterations while starved: spinning", idle_starved);
     if (s.backend == RS_BACKEND_URING) {
         ck_assert_msg(bufs <= STARVE_MAX, "recv_bufs %llu > 8x buf_count", bufs);
         ck_assert_msg(iters_starved < 100 && subs < 100 && waits < 100,
-                      "while starved: %ld iterations, %llu submissions, %llu waits", iters_starved, subs, waits);
+                      "while starved: %ld iterations, %llu submissions, %llu waits", iters_starved, subs,
+                      waits);
         ck_assert_msg(cpu < 0.1, "%.3f s CPU in %.3f s starved", cpu, starved_for);
     }
     close_and_wait(l, c);
@@ -763,7 +771,8 @@ static bool two_full(struct two *t)
 {
     if (t->kept == 0 || t->released)
         return false;
-    return t->backend == RS_BACKEND_URING ? (unsigned long long)t->kept == recv_bufs(t->l) : t->kept == STARVE_BUFS;
+    return t->backend == RS_BACKEND_URING ? (unsigned long long)t->kept == recv_bufs(t->l)
+                                          : t->kept == STARVE_BUFS;
 }
 
 static void two_closed(rs_conn *c, void *user)
@@ -822,8 +831,8 @@ START_TEST(keep_starves_two_conns_one_closes)
     close_and_wait(l, c[1]);
     for (int i = 0; i < 2; i++) {
         ck_assert_int_eq(pthread_join(th[i], NULL), 0);
-        ck_assert_msg(p[i].err == 0 || (i == 0 && (p[i].err == -EPIPE || p[i].err == -ECONNRESET)), "peer %d: %s",
-                      i, rs_err_name(p[i].err));
+        ck_assert_msg(p[i].err == 0 || (i == 0 && (p[i].err == -EPIPE || p[i].err == -ECONNRESET)),
+                      "peer %d: %s", i, rs_err_name(p[i].err));
         close(cfd[i]);
     }
     loop_free(l);
@@ -842,7 +851,7 @@ END_TEST
 struct sc;
 
 struct sc_rec {
-    int user;     /* 'A'.. */
+    int user; /* 'A'.. */
     size_t off, len;
     bool want_cancel; /* a cancel call counted it */
     int calls, seq;
@@ -1088,8 +1097,9 @@ static void sink_check(struct sink *k, const struct sc *sc)
         const struct sc_rec *q = &sc->r[i];
         if (q->status == -ECANCELED)
             continue;
-        ck_assert_msg(at + q->len <= k->got, "peer got %zu bytes: send %d (user %c, %zu bytes at %zu) missing",
-                      k->got, i, q->user, q->len, at);
+        ck_assert_msg(at + q->len <= k->got,
+                      "peer got %zu bytes: send %d (user %c, %zu bytes at %zu) missing", k->got, i, q->user,
+                      q->len, at);
         ck_assert_msg(pat_eq(k->buf + at, q->off, q->len),
                       "peer's bytes at %zu are not send %d (user %c): a cancelled send went out, or a hole",
                       at, i, q->user);
@@ -1198,7 +1208,8 @@ START_TEST(send_cancel_spares_sends_in_flight)
     ck_assert_int_ge(rb, 0);
     ck_assert_int_le(rb, 1);
     ck_assert_int_eq(rt, 1);
-    fprintf(stderr, "# after a partial write: cancel(V) = %d, cancel(B) = %d (0: part of the operation in flight)\n",
+    fprintf(stderr,
+            "# after a partial write: cancel(V) = %d, cancel(B) = %d (0: part of the operation in flight)\n",
             rv, rb);
 
     atomic_store(&k.allow, SIZE_MAX);
@@ -1340,14 +1351,14 @@ END_TEST
 
 struct asy {
     rs_async *a;
-    atomic_long begun;        /* sends started (counted before each call) */
+    atomic_long begun; /* sends started (counted before each call) */
     atomic_int threads_done, send_errors;
     atomic_long calls;
     long calls_seeing_all;    /* callbacks that started after every send had begun */
     long total;               /* sends the threads make */
     int closes, close_inside; /* close callbacks, and those inside rs_async_close */
     bool in_close;
-    long close_at;            /* the callback closes the handle at this call (0: never) */
+    long close_at; /* the callback closes the handle at this call (0: never) */
     long calls_after_close;
     bool closed;
 };
@@ -1505,8 +1516,10 @@ START_TEST(async_close_from_callback_ends_run_default)
     ck_assert_int_ge(r, 0);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_int_eq(p.err, 0);
-    ck_assert_msg(atomic_load(&s.calls) == 3, "rs_loop_run returned after %ld calls: the handle did not keep "
-                  "the loop alive", atomic_load(&s.calls));
+    ck_assert_msg(atomic_load(&s.calls) == 3,
+                  "rs_loop_run returned after %ld calls: the handle did not keep "
+                  "the loop alive",
+                  atomic_load(&s.calls));
     ck_assert_int_eq(s.closes, 1);
     ck_assert_int_eq(s.close_inside, 0);
     ck_assert_int_eq(s.calls_after_close, 0);
@@ -1783,17 +1796,10 @@ START_TEST(roles_connection_refuses_accept)
         rs_conn *c = pair(l, &cfd, 0, 0);
         struct iovec iov[2] = { { pat, 600 }, { pat + 600, 400 } };
         switch (how) {
-        case 0:
-            ASSERT_ERR(rs_conn_read_start(c, ro_read, &r), 0);
-            break;
-        case 1:
-            ASSERT_ERR(rs_conn_send(c, pat, 1000, ro_sent, &r), 0);
-            break;
-        case 2:
-            ASSERT_ERR(rs_conn_sendv(c, iov, 2, ro_sent, &r), 0);
-            break;
-        default:
-            ASSERT_ERR(rs_conn_sendfile(c, mfd, 0, 1000, ro_sent, &r), 0);
+        case 0: ASSERT_ERR(rs_conn_read_start(c, ro_read, &r), 0); break;
+        case 1: ASSERT_ERR(rs_conn_send(c, pat, 1000, ro_sent, &r), 0); break;
+        case 2: ASSERT_ERR(rs_conn_sendv(c, iov, 2, ro_sent, &r), 0); break;
+        default: ASSERT_ERR(rs_conn_sendfile(c, mfd, 0, 1000, ro_sent, &r), 0);
         }
         ASSERT_ERR(rs_conn_accept_start(c, ro_accept, &r), -EINVAL);
         ASSERT_ERR(rs_conn_accept_stop(c), 0);
@@ -1880,14 +1886,17 @@ START_TEST(roles_unclaimed_until_a_call_succeeds)
             what = "rs_conn_sendfile(a pipe, count 0)";
             got = rs_conn_sendfile(lc, p[0], 0, 0, ro_sent, &r);
         }
-        ck_assert_msg(got == want, "%s on a fresh conn: %s, want %s", what, rs_err_name(got), rs_err_name(want));
+        ck_assert_msg(got == want, "%s on a fresh conn: %s, want %s", what, rs_err_name(got),
+                      rs_err_name(want));
         int ra = rs_conn_accept_start(lc, ro_accept, &r);
         if (ra != 0)
             snprintf(fails + strlen(fails), sizeof fails - strlen(fails), "%s%s", *fails ? ", " : "", what);
         close_and_wait(l, lc);
     }
-    ck_assert_msg(!*fails, "rs_conn_accept_start refused (EINVAL) after these calls returned an error or "
-                  "claimed nothing: %s", fails);
+    ck_assert_msg(!*fails,
+                  "rs_conn_accept_start refused (EINVAL) after these calls returned an error or "
+                  "claimed nothing: %s",
+                  fails);
     ck_assert_int_eq(r.sent, 0);
 
     /* the other way round */
