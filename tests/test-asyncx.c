@@ -871,8 +871,11 @@ struct sc {
     bool closing;
     size_t off;
     char why[200];
-    /* from the first successful callback of this user: cancel cancel_user's sends */
-    int cancel_from_cb_of, cancel_user, cancel_res;
+    /* from the first successful callback of this user (any callback if cancel_any): cancel
+     * cancel_user's sends, then make a send of send_len bytes with user send_user (if set) */
+    int cancel_from_cb_of, cancel_user, cancel_res, send_user;
+    bool cancel_any;
+    size_t send_len;
     rs_conn *c;
 };
 
@@ -915,6 +918,8 @@ static int sc_cancel(struct sc *sc, int letter)
     return r;
 }
 
+static void sc_send(struct sc *sc, int letter, size_t len);
+
 /* The earliest send of user letter without a callback yet, counted cancelled or not. */
 static struct sc_rec *sc_find(struct sc *sc, int letter, bool cancelled)
 {
@@ -941,9 +946,11 @@ static void sc_sent(rs_conn *c, ssize_t status, void *user)
     q->status = status;
     q->seq = ++sc->seq;
     q->in_cancel_call = sc->in_cancel > 0;
-    if (sc->cancel_from_cb_of == u->letter && status >= 0) {
+    if (sc->cancel_from_cb_of == u->letter && (status >= 0 || sc->cancel_any)) {
         sc->cancel_from_cb_of = 0;
         sc->cancel_res = sc_cancel(sc, sc->cancel_user);
+        if (sc->send_user)
+            sc_send(sc, sc->send_user, sc->send_len);
     }
     (void)c;
 }
@@ -1258,6 +1265,104 @@ START_TEST(send_cancel_from_send_callback)
 }
 END_TEST
 
+/* From a cancelled send's callback: cancel another user's sends and queue a new send. The
+ * cancellations run in a loop of their own; they must leave the queue whole. (64 sends S stand
+ * between F and the rest: what an operation after a partial write of F may gather.) */
+START_TEST(send_cancel_from_cancelled_callback)
+{
+    rs_loop *l = loop_new(0, 0);
+    int cfd;
+    rs_conn *c = pair(l, &cfd, 4096, 4096);
+    static struct sc sc;
+    sc_init(&sc, c);
+    struct sink k;
+    sink_start(&k, cfd, 0);
+    sc_send(&sc, 'F', 1u << 20);
+    /* once F is partly written, the next operation gathers up to 64 sends: these */
+    for (int i = 0; i < 64; i++)
+        sc_send(&sc, 'S', 100);
+    const char *who = "ABCABCAB";
+    for (int i = 0; i < 8; i++)
+        sc_send(&sc, who[i], 2000 + (size_t)i);
+    sc.cancel_from_cb_of = 'A';
+    sc.cancel_any = true;
+    sc.cancel_user = 'B';
+    sc.send_user = 'D';
+    sc.send_len = 1234;
+    ck_assert_int_eq(sc_cancel(&sc, 'A'), 3);
+    run_for(l, 0.1);
+    ck_assert_int_eq(sc.cancel_res, 3); /* the B's: nothing but F has started */
+    ck_assert_int_eq(sc.calls, 6);
+    atomic_store(&k.allow, SIZE_MAX);
+    RUN_UNTIL(l, sc_all_called(&sc) || sc.unexpected, 15);
+    sc_check(&sc);
+    ck_assert_int_eq(sc.r[sc.n - 1].user, 'D');
+    ck_assert_int_eq(sc.r[sc.n - 1].status, 1234);
+    size_t pending = rs_conn_send_pending(c);
+    close_and_wait(l, c);
+    sink_check(&k, &sc);
+    ck_assert_msg(pending == 0, "rs_conn_send_pending %zu after every send completed", pending);
+    close(cfd);
+    loop_free(l);
+}
+END_TEST
+
+/* Reading pauses while more than RS_CONN_SEND_HIGH bytes of sends are pending; cancelling them
+ * drains the queue as surely as sending does, so reading resumes. (64 sends S stand between F
+ * and the A's: what an operation after a partial write of F may gather.) */
+struct bp_read {
+    size_t got;
+    int errors;
+};
+
+static void bp_read(rs_conn *c, ssize_t n, const void *data, void *user)
+{
+    (void)c;
+    struct bp_read *r = user;
+    if (n <= 0) {
+        r->errors++;
+        return;
+    }
+    if (!pat_eq(data, r->got, (size_t)n))
+        r->errors++;
+    r->got += (size_t)n;
+}
+
+START_TEST(send_cancel_resumes_paused_reading)
+{
+    rs_loop *l = loop_new(0, 0);
+    int cfd;
+    rs_conn *c = pair(l, &cfd, 4096, 4096);
+    static struct sc sc;
+    sc_init(&sc, c);
+    struct bp_read rd = { 0, 0 };
+    ASSERT_ERR(rs_conn_read_start(c, bp_read, &rd), 0);
+    sc_send(&sc, 'F', 256 * 1024);
+    for (int i = 0; i < 64; i++)
+        sc_send(&sc, 'S', 100);
+    for (int i = 0; i < 4; i++)
+        sc_send(&sc, 'A', 256 * 1024);
+    ck_assert_uint_gt(rs_conn_send_pending(c), RS_CONN_SEND_HIGH);
+    run_for(l, 0.1); /* the pause takes effect (the receive in flight is cancelled) */
+    ck_assert_int_eq(write_pat(cfd, 0, 100), 0);
+    run_for(l, 0.2);
+    ck_assert_msg(rd.got == 0, "%zu bytes received with %zu bytes of sends pending", rd.got,
+                  rs_conn_send_pending(c));
+    ck_assert_int_eq(sc_cancel(&sc, 'A'), 4);
+    ck_assert_uint_le(rs_conn_send_pending(c), RS_CONN_SEND_HIGH / 2);
+    RUN_UNTIL(l, rd.got == 100 || rd.errors, 5);
+    ck_assert_int_eq(rd.errors, 0);
+    struct sink k;
+    sink_start(&k, cfd, SIZE_MAX);
+    RUN_UNTIL(l, sc_all_called(&sc) || sc.unexpected, 15);
+    sc_check(&sc);
+    close_and_wait(l, c);
+    sink_check(&k, &sc);
+    close(cfd);
+    loop_free(l);
+}
+END_TEST
+
 /* Cancel, then close before the loop ran the cancellations: every callback still exactly once,
  * all before the close callback. */
 struct sc_close {
@@ -1360,6 +1465,7 @@ struct asy {
     bool in_close;
     long close_at; /* the callback closes the handle at this call (0: never) */
     long calls_after_close;
+    long resend_until; /* the callback sends again while calls < this */
     bool closed;
 };
 
@@ -1391,6 +1497,8 @@ static void asy_cb(rs_async *a, void *user)
         s->calls_seeing_all++;
     if (s->close_at && n == s->close_at)
         asy_close(s);
+    else if (n < s->resend_until)
+        ck_assert_int_eq(rs_async_send(a), 0);
 }
 
 static void *asy_sender(void *arg)
@@ -1588,6 +1696,24 @@ START_TEST(async_send_from_signal_handler)
     run_for(l, 0.05);
     ck_assert_int_eq(atomic_load(&s.calls), 1);
     ck_assert_int_eq(sigaction(SIGUSR1, &old, NULL), 0);
+    asy_close(&s);
+    RUN_UNTIL(l, s.closes == 1, 5);
+    loop_free(l);
+}
+END_TEST
+
+/* A send from inside the callback comes after that callback began: it gets a call of its own. */
+START_TEST(async_send_from_callback_calls_again)
+{
+    rs_loop *l = loop_new(0, 0);
+    static struct asy s;
+    asy_init(&s);
+    s.resend_until = 5;
+    ASSERT_ERR(rs_async_new(&s.a, l, asy_cb, &s), 0);
+    ASSERT_ERR(rs_async_send(s.a), 0);
+    RUN_UNTIL(l, atomic_load(&s.calls) >= 5, 5);
+    run_for(l, 0.05);
+    ck_assert_int_eq(atomic_load(&s.calls), 5);
     asy_close(&s);
     RUN_UNTIL(l, s.closes == 1, 5);
     loop_free(l);
@@ -1947,6 +2073,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, send_cancel_queued_by_user);
     tcase_add_test(tc, send_cancel_spares_sends_in_flight);
     tcase_add_test(tc, send_cancel_from_send_callback);
+    tcase_add_test(tc, send_cancel_from_cancelled_callback);
+    tcase_add_test(tc, send_cancel_resumes_paused_reading);
     tcase_add_test(tc, send_cancel_then_close);
     tcase_add_test(tc, send_cancel_bad_input_and_null_user);
 
@@ -1956,6 +2084,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, async_close_pending_send_and_null_close_cb);
     tcase_add_test(tc, async_send_from_signal_handler);
     tcase_add_test(tc, async_many_handles_one_loop);
+    tcase_add_test(tc, async_send_from_callback_calls_again);
     tcase_add_test(tc, async_bad_input);
 
     tc = tcase(s, "roles", 20);
