@@ -272,6 +272,14 @@ static int write_pat(int fd, size_t off, size_t len)
 
 /* ---- keep: kept deliveries stay intact, whatever else the ring does ---------------------------- */
 
+/* Whether kept bytes are the loop's provided buffers, lent: io_uring with multishot receive.
+ * Elsewhere (epoll, poll, io_uring without multishot: RINGSOCK_URING_LEGACY=1 or an old kernel)
+ * they are a copy. */
+static bool lends_ring(rs_loop *l)
+{
+    return rs_loop_backend(l) == RS_BACKEND_URING && (rs_loop_features(l) & RS_FEAT_MULTISHOT_RECV);
+}
+
 #define KEEP_MSGS 200
 #define KEEP_MORE 100
 #define KEEP_DELS 1024 /* deliveries recorded (more only if the kernel splits messages) */
@@ -284,7 +292,7 @@ struct kdel {
 };
 
 struct keep {
-    int backend;
+    bool lends;              /* kept bytes are the ring's own buffers (lends_ring) */
     atomic_size_t delivered; /* bytes so far, for the peer to pace its messages */
     size_t got;
     int deliveries, kept_now, kept_total, longest_run, run;
@@ -336,7 +344,7 @@ static void k_read(rs_conn *c, ssize_t n, const void *data, void *user)
                 kept = true;
                 k->kept_now++;
                 k->kept_total++;
-                if (k->backend == RS_BACKEND_URING && rs_rbuf_data(k->d[i].b) != data)
+                if (k->lends && rs_rbuf_data(k->d[i].b) != data)
                     k->not_zero_copy++;
                 if (!pat_eq(rs_rbuf_data(k->d[i].b), k->got, (size_t)n))
                     k_bad(k, "kept bytes differ from the delivery", i);
@@ -405,7 +413,7 @@ START_TEST(keep_survives_release_scrambled_and_conn_close)
     static struct keep k;
     memset(&k, 0, sizeof k);
     atomic_init(&k.delivered, 0);
-    k.backend = rs_loop_backend(l);
+    k.lends = lends_ring(l);
     k.keeping = true;
     k.keep_null_res = k.keep_end_res = 1;
 
@@ -430,7 +438,8 @@ START_TEST(keep_survives_release_scrambled_and_conn_close)
     ck_assert_msg(k.deliveries >= 100 && k.deliveries <= KEEP_DELS,
                   "%d deliveries for %d messages: the test shows little", k.deliveries, KEEP_MSGS);
     ck_assert_msg(k.longest_run >= 10, "longest run of kept deliveries %d", k.longest_run);
-    ck_assert_msg(k.not_zero_copy == 0, "io_uring: %d kept buffers are copies, not the ring's buffer",
+    ck_assert_msg(k.not_zero_copy == 0,
+                  "io_uring (multishot receive): %d kept buffers are copies, not the ring's buffer",
                   k.not_zero_copy);
     ASSERT_ERR(rs_conn_read_keep(c, &b), -EINVAL);
     ASSERT_ERR(rs_conn_read_keep(NULL, &b), -EINVAL);
@@ -495,8 +504,8 @@ END_TEST
 
 /* io_uring grows the ring under pressure, up to 8x buf_count (rs_loop_stats.recv_bufs): the
  * callback keeps every delivery, and the ring is starved once every registered buffer is kept
- * and no delivery came for STARVE_HOLD. Readiness backends copy: there, the test keeps 4 and
- * holds them as long. */
+ * and no delivery came for STARVE_HOLD. Where kept bytes are copies (!lends_ring), the test
+ * keeps 4 and holds them as long. */
 #define STARVE_BUFS 4
 #define STARVE_MAX (8 * STARVE_BUFS)
 #define STARVE_MSG 1000
@@ -504,7 +513,7 @@ END_TEST
 #define STARVE_HOLD 0.2
 
 struct starve {
-    int backend;
+    bool lends; /* kept bytes are the ring's own buffers (lends_ring) */
     rs_loop *l;
     size_t got;
     atomic_size_t delivered;
@@ -525,13 +534,12 @@ static unsigned long long recv_bufs(rs_loop *l)
     return st.recv_bufs;
 }
 
-/* Every buffer the loop can receive into is kept (readiness backends: the 4 the test keeps). */
+/* Every buffer the loop can receive into is kept (copying backends: the 4 the test keeps). */
 static bool sv_full(struct starve *s)
 {
     if (s->kept == 0 || s->released)
         return false;
-    return s->backend == RS_BACKEND_URING ? (unsigned long long)s->kept == recv_bufs(s->l)
-                                          : s->kept == STARVE_BUFS;
+    return s->lends ? (unsigned long long)s->kept == recv_bufs(s->l) : s->kept == STARVE_BUFS;
 }
 
 static void sv_release_all(struct starve *s, uint32_t seed)
@@ -563,7 +571,7 @@ static void sv_read(rs_conn *c, ssize_t n, const void *data, void *user)
     s->deliveries++;
     if (!pat_eq(data, s->got, (size_t)n))
         s->bad++;
-    if (!s->released && (s->backend == RS_BACKEND_URING || s->kept < STARVE_BUFS)) {
+    if (!s->released && (s->lends || s->kept < STARVE_BUFS)) {
         int i = s->kept;
         if (i == STARVE_MAX || rs_conn_read_keep(c, &s->b[i]) != 0) {
             s->bad++; /* more buffers than 8x buf_count, or keep failed */
@@ -616,7 +624,7 @@ static void starve_init(struct starve *s, rs_loop *l)
 {
     memset(s, 0, sizeof *s);
     s->l = l;
-    s->backend = rs_loop_backend(l);
+    s->lends = lends_ring(l);
     atomic_init(&s->delivered, 0);
 }
 
@@ -678,7 +686,7 @@ START_TEST(keep_all_buffers_starves_without_spinning)
             "%llu submissions, %llu waits, %.3f s CPU\n",
             kept, bufs, starved_for, iters_starved, idle_starved, subs, waits, cpu);
     ck_assert_msg(idle_starved < 100, "%ld idle loop iterations while starved: spinning", idle_starved);
-    if (s.backend == RS_BACKEND_URING) {
+    if (s.lends) {
         ck_assert_msg(bufs <= STARVE_MAX, "recv_bufs %llu > 8x buf_count", bufs);
         ck_assert_msg(iters_starved < 100 && subs < 100 && waits < 100,
                       "while starved: %ld iterations, %llu submissions, %llu waits", iters_starved, subs,
@@ -731,7 +739,8 @@ struct two_conn {
 
 struct two {
     rs_loop *l;
-    int backend, kept, bad;
+    bool lends;
+    int kept, bad;
     rs_rbuf *b[STARVE_MAX];
     size_t boff[STARVE_MAX], bn[STARVE_MAX];
     bool released;
@@ -752,7 +761,7 @@ static void two_read(rs_conn *c, ssize_t n, const void *data, void *user)
     }
     if (!pat_eq(data, tc->got, (size_t)n))
         t->bad++;
-    if (!t->released && (t->backend == RS_BACKEND_URING || t->kept < STARVE_BUFS)) {
+    if (!t->released && (t->lends || t->kept < STARVE_BUFS)) {
         int i = t->kept;
         if (i == STARVE_MAX || rs_conn_read_keep(c, &t->b[i]) != 0) {
             t->bad++;
@@ -771,8 +780,7 @@ static bool two_full(struct two *t)
 {
     if (t->kept == 0 || t->released)
         return false;
-    return t->backend == RS_BACKEND_URING ? (unsigned long long)t->kept == recv_bufs(t->l)
-                                          : t->kept == STARVE_BUFS;
+    return t->lends ? (unsigned long long)t->kept == recv_bufs(t->l) : t->kept == STARVE_BUFS;
 }
 
 static void two_closed(rs_conn *c, void *user)
@@ -787,7 +795,7 @@ START_TEST(keep_starves_two_conns_one_closes)
     static struct two t;
     memset(&t, 0, sizeof t);
     t.l = l;
-    t.backend = rs_loop_backend(l);
+    t.lends = lends_ring(l);
     int cfd[2];
     rs_conn *c[2];
     struct starve_peer p[2];
@@ -810,7 +818,7 @@ START_TEST(keep_starves_two_conns_one_closes)
     ASSERT_ERR(rs_conn_close(c[0], two_closed, &t.c[0]), 0);
     RUN_UNTIL(l, t.c[0].closed == 1, 5);
     ck_assert_int_eq(t.kept, kept);
-    if (t.backend == RS_BACKEND_URING)
+    if (t.lends)
         ck_assert_msg(t.c[1].got == got1, "conn 1 received while every buffer was kept");
 
     int order[STARVE_MAX];
