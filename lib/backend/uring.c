@@ -563,10 +563,16 @@ static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned fla
             }
             res = -EBUSY;
         }
-    } else if ((res == -EAGAIN || (res == -EINTR && op->kind != RS_OP_CONNECT)) && op->kind != RS_OP_TIMER &&
-               op->deadline != RS_DEADLINE_NOW && !(op->flags & MSG_DONTWAIT) && !op->cancelled) {
-        /* -EINTR: a signal interrupted the request where the kernel blocked for it (an io-wq
-         * worker); as PEP 475 has it, it goes again instead of failing the caller's call. */
+    } else if (res == -EINTR && op->kind != RS_OP_CONNECT && op->kind != RS_OP_TIMER && !op->cancelled) {
+        /* A signal interrupted the request where the kernel blocked for it (an io-wq worker):
+         * as PEP 475 has it, it goes again instead of failing the caller's call. At once, not
+         * after a poll: POLLOUT needs a third of the send buffer free, a send only some room, and
+         * a peer that waits for this send before it reads would never give us the third. */
+        if (queue(loop, op) == 0)
+            return false;
+        res = -EBUSY;
+    } else if (res == -EAGAIN && op->kind != RS_OP_TIMER && op->deadline != RS_DEADLINE_NOW &&
+               !(op->flags & MSG_DONTWAIT) && !op->cancelled) {
         op->bstate |= POLLING;
         if (queue(loop, op) == 0)
             return false;
