@@ -258,6 +258,62 @@ START_TEST(eintr_absorbed)
 }
 END_TEST
 
+struct filler {
+    rs_socket *s;
+    const unsigned char *buf;
+    size_t len, piece;
+    volatile int done; /* 1 sent all, -1 failed */
+};
+
+static void *fill_main(void *p)
+{
+    struct filler *f = p;
+    for (size_t off = 0; off < f->len; off += f->piece) {
+        size_t k = f->len - off < f->piece ? f->len - off : f->piece;
+        if (rs_sendall(f->s, f->buf + off, k, 0) != (ssize_t)k) {
+            f->done = -1;
+            return NULL;
+        }
+    }
+    f->done = 1;
+    return NULL;
+}
+
+START_TEST(eintr_send_into_busy_buffer)
+{
+    /* The peer reads only once every send has returned; the sends fit in the send buffer but
+     * leave less than a third of it free, where POLLOUT is not reported. An interrupted send must
+     * go again at once, as send(2) would take the bytes (io_uring once parked it on a poll: hang). */
+    faults("send:eintr=2");
+    rs_socket *c, *s;
+    t_tcp_pair(AF_INET, &c, &s);
+    int snd = 1 << 20, rcv = 64 * 1024;
+    ck_assert_int_eq(rs_setsockopt(c, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd), 0);
+    ck_assert_int_eq(rs_setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv), 0);
+    size_t len = 1600 * 1024; /* of the 2 MiB the kernel makes of SO_SNDBUF 1 MiB */
+    unsigned char *buf = pattern(len, 77);
+    struct filler f = { c, buf, len, 64 * 1024, 0 };
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, fill_main, &f), 0);
+    double end = t_now() + 5;
+    while (!f.done && t_now() < end)
+        t_sleep(0.01);
+    int done = f.done;
+    /* read everything either way, so that a stuck sender gets out and the test can end */
+    unsigned char *out = malloc(len);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_int_eq(rs_recv(s, out, len, MSG_WAITALL), (ssize_t)len);
+    ck_assert_int_eq(pthread_join(t, NULL), 0);
+    ck_assert_msg(done == 1, "the sends did not finish while the peer waited for them (%d)", done);
+    ck_assert_int_eq(memcmp(out, buf, len), 0);
+    injected("send", "eintr");
+    free(out);
+    free(buf);
+    rs_close(c);
+    rs_close(s);
+}
+END_TEST
+
 START_TEST(eagain_absorbed)
 {
     faults("send:short,send:eagain=3,recv:eagain=3,accept:eagain=first1");
@@ -789,6 +845,7 @@ static Suite *make_suite(void)
         { "short_waitall", short_send_recv_waitall },
         { "eintr", eintr_absorbed },
         { "eagain", eagain_absorbed },
+        { "eintr_busy_buffer", eintr_send_into_busy_buffer },
         { "eintr_timeout", eintr_keeps_timeout },
         { "epipe", epipe_then_resume },
         { "enomem_econnreset", enomem_econnreset_reported },
