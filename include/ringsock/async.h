@@ -21,7 +21,9 @@
 extern "C" {
 #endif
 
-/* A socket driven by callbacks: a listener or a connection, owned by one loop. */
+/* A socket driven by callbacks, owned by one loop: its first successful rs_conn_accept_start makes
+ * it a listener, its first successful read_start / send / sendv / sendfile a connection; the
+ * other role's calls then return -EINVAL (read_stop, accept_stop and send_cancel return 0). */
 typedef struct rs_conn rs_conn;
 
 /* A new connection (conn, to be started with rs_conn_read_start etc.) or an error (conn NULL,
@@ -137,11 +139,13 @@ int rs_conn_accept_stop(rs_conn *listener);
 /* Keeping received bytes past the read callback (zero-copy on io_uring). */
 typedef struct rs_rbuf rs_rbuf;
 
-/* Only inside a read callback with n > 0: keep the bytes just delivered. *data (and n) stay valid
- * at the same address until rs_rbuf_release(*out). On io_uring the bytes are the loop's provided
- * buffer itself — no copy; it returns to the ring at release, and while many are kept a receive
- * that finds the ring empty waits for a release (no spin, nothing lost). On epoll/poll the bytes
- * are copied once here. -EINVAL outside a read callback (or n <= 0), -ENOMEM. */
+/* Only inside a read callback with n > 0: keep the bytes just delivered. rs_rbuf_data(*out) (n
+ * bytes) stays valid until rs_rbuf_release(*out). With io_uring's multishot receive
+ * (RS_FEAT_MULTISHOT_RECV) it is data itself, the loop's provided buffer, lent — no copy; it
+ * returns to the ring at release. While many are kept the ring grows (up to 8x buf_count), and a
+ * receive that then finds it empty waits for a release (no spin, nothing lost). Elsewhere the
+ * bytes are copied once here. -EINVAL outside a read callback (or n <= 0), -EALREADY if this
+ * delivery is already kept, -ENOMEM. */
 int rs_conn_read_keep(rs_conn *c, rs_rbuf **out);
 /* The kept bytes' address. */
 const void *rs_rbuf_data(const rs_rbuf *b);
@@ -166,7 +170,7 @@ int rs_async_new(rs_async **out, rs_loop *loop, rs_async_cb cb, void *user);
 /* Any thread; async-signal-safe. Not after rs_async_close. */
 int rs_async_send(rs_async *a);
 /* On the loop's thread: no more callbacks; close_cb (may be NULL) runs from the loop, after which
- * a is freed. */
+ * a is freed. -EALREADY if already closing. */
 int rs_async_close(rs_async *a, void (*close_cb)(rs_async *a, void *user), void *user);
 
 /* Timers. */
