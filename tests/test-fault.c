@@ -463,6 +463,19 @@ START_TEST(makefile_regbuf_fail)
 }
 END_TEST
 
+START_TEST(makefile_short_fixed)
+{
+    /* short and interrupted READ_FIXED / WRITE_FIXED (io_uring) or reads and writes (elsewhere)
+     * under makefile's buffering: every line whole, in order */
+    faults("recv:short=2,send:short=2,recv:eintr=5,send:eintr=5,wait:eintr=7");
+    unsigned long long fixed = readline_run(20000);
+    if (on_uring())
+        ck_assert_uint_gt(fixed, 0);
+    injected("recv", "short");
+    injected("send", "short");
+}
+END_TEST
+
 START_TEST(sendfile_short)
 {
     faults("send:short,send:eintr=5,send:eagain=7");
@@ -851,6 +864,7 @@ static Suite *make_suite(void)
         { "enomem_econnreset", enomem_econnreset_reported },
         { "accept_emfile", accept_emfile_reported },
         { "regbuf", makefile_regbuf_fail },
+        { "makefile_short", makefile_short_fixed },
         { "sendfile", sendfile_short },
         { "async_short", async_short_eintr_eagain },
         { "async_enobufs", async_enobufs_rearms },
