@@ -501,9 +501,13 @@ static const char *current_date(struct worker *w)
 /* Status line, Server, Date. */
 static void put_common(struct hconn *h, int status)
 {
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
-    out_put(h, line, (size_t)n);
+    if (status == 200) { /* the common case without snprintf (about 1% of CPU per request in perf) */
+        out_put(h, "HTTP/1.1 200 OK\r\n", 17);
+    } else {
+        char line[64];
+        int n = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+        out_put(h, line, (size_t)n);
+    }
     out_put(h, cfg.server_hdr, cfg.server_hdr_len);
     out_put(h, "Date: ", 6);
     out_put(h, current_date(h->w), 29);
