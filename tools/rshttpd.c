@@ -662,7 +662,11 @@ static void file_next(struct hconn *h)
         h->file_busy = true;
 }
 
-/* Answer what can be answered, send it, and decide what the connection does next. */
+/* Answer what can be answered, send it, and decide what the connection does next.
+ * Back-pressure: a connection has at most one gathered send (about OUT_MAX) or one sendfile step
+ * (FILE_CHUNK) queued, and parses nothing more until it completes, so rs_conn_send_pending stays
+ * below RS_CONN_SEND_HIGH by construction; a client that stops reading stalls only its own
+ * connection, and reading pauses once IN_SOFT bytes wait. */
 static void run(struct hconn *h)
 {
     if (h->closing)
