@@ -329,9 +329,15 @@ static size_t op_len(const struct rs_op *op)
     }
 }
 
-/* Can op's transfer be made short without breaking a promise (MSG_WAITALL means "all of it")? */
+#define MAX_IOV 64 /* iovecs a clamped msghdr copy holds (async.c gathers at most 64) */
+
+/* Can op's transfer be made short without breaking a promise (MSG_WAITALL means "all of it")?
+ * Checked before the fault is counted, so that every count is a fault that happened. */
 static bool can_short(const struct rs_op *op)
 {
+    if ((op->kind == RS_OP_SENDMSG || op->kind == RS_OP_RECVMSG) &&
+        (op->u.msg->msg_iovlen == 0 || op->u.msg->msg_iovlen > MAX_IOV))
+        return false;
     return op->kind != RS_OP_ACCEPT && !(op->flags & MSG_WAITALL) && op_len(op) >= 2;
 }
 
@@ -360,8 +366,8 @@ bool rs__fault_try(struct rs_op *op, short *events, ssize_t *r)
     in_try = true;
     if (op->kind == RS_OP_SENDMSG || op->kind == RS_OP_RECVMSG) {
         struct msghdr *orig = op->u.msg, copy;
-        struct iovec iov[64];
-        if (!clamp_msg(orig, n, &copy, iov, 64)) {
+        struct iovec iov[MAX_IOV];
+        if (!clamp_msg(orig, n, &copy, iov, MAX_IOV)) {
             in_try = false;
             return false;
         }
