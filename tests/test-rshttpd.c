@@ -34,10 +34,10 @@ extern char **environ;
 
 /* ---- the temporary tree ------------------------------------------------------------------------ */
 
-static char top[256];  /* mkdtemp: root/ and outside/ beneath it */
+static char top[256]; /* mkdtemp: root/ and outside/ beneath it */
 static char root[512];
 static char secret_path[512];
-static char secret[64];       /* the outside file's content: must never be in a response */
+static char secret[64]; /* the outside file's content: must never be in a response */
 
 static void write_file(const char *rel, const void *data, size_t len)
 {
@@ -86,8 +86,8 @@ static void make_tree(void)
         write_file(size_names[i], d, sizes[i]);
         free(d);
     }
-    static const char *const typed[] = { "t.html", "t.txt", "t.css", "t.js", "t.json", "t.png", "t.jpg",
-                                         "t.gif", "t.svg", "t.pdf", "t.wasm", "t.xyz", "noext", "T.HTML" };
+    static const char *const typed[] = { "t.html", "t.txt", "t.css", "t.js",   "t.json", "t.png", "t.jpg",
+                                         "t.gif",  "t.svg", "t.pdf", "t.wasm", "t.xyz",  "noext", "T.HTML" };
     for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++)
         write_file(typed[i], "x", 1);
     write_file("index.html", "<p>root index</p>\n", 18);
@@ -264,7 +264,8 @@ static int dial(int port)
     struct timeval tv = { .tv_sec = 10 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     ck_assert_msg(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
     return fd;
@@ -505,7 +506,8 @@ START_TEST(pipelining_in_order)
     static const int pick[10] = { 2, 0, 3, 1, 2, 4, 1, 3, 0, 2 };
     for (int i = 0; i < 10; i++) {
         char one[128];
-        snprintf(one, sizeof one, "%s /%s HTTP/1.1\r\nHost: t\r\n\r\n", i == 6 ? "HEAD" : "GET", size_names[pick[i]]);
+        snprintf(one, sizeof one, "%s /%s HTTP/1.1\r\nHost: t\r\n\r\n", i == 6 ? "HEAD" : "GET",
+                 size_names[pick[i]]);
         strcat(req, one);
     }
     int fd = dial(S.port);
@@ -629,13 +631,22 @@ END_TEST
 START_TEST(content_types)
 {
     static const char *const t[][2] = {
-        { "t.html", "text/html; charset=utf-8" }, { "t.txt", "text/plain; charset=utf-8" },
-        { "t.css", "text/css; charset=utf-8" }, { "t.js", "text/javascript; charset=utf-8" },
-        { "t.json", "application/json" }, { "t.png", "image/png" }, { "t.jpg", "image/jpeg" },
-        { "t.gif", "image/gif" }, { "t.svg", "image/svg+xml" }, { "t.pdf", "application/pdf" },
-        { "t.wasm", "application/wasm" }, { "t.xyz", "application/octet-stream" },
-        { "noext", "application/octet-stream" }, { "T.HTML", "text/html; charset=utf-8" },
-        { "", "text/html; charset=utf-8" }, { "sub/", "text/html; charset=utf-8" },
+        { "t.html", "text/html; charset=utf-8" },
+        { "t.txt", "text/plain; charset=utf-8" },
+        { "t.css", "text/css; charset=utf-8" },
+        { "t.js", "text/javascript; charset=utf-8" },
+        { "t.json", "application/json" },
+        { "t.png", "image/png" },
+        { "t.jpg", "image/jpeg" },
+        { "t.gif", "image/gif" },
+        { "t.svg", "image/svg+xml" },
+        { "t.pdf", "application/pdf" },
+        { "t.wasm", "application/wasm" },
+        { "t.xyz", "application/octet-stream" },
+        { "noext", "application/octet-stream" },
+        { "T.HTML", "text/html; charset=utf-8" },
+        { "", "text/html; charset=utf-8" },
+        { "sub/", "text/html; charset=utf-8" },
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         char target[64], v[128];
@@ -768,8 +779,8 @@ static void check_bad(const struct bad *c)
     ck_assert_msg(r.body_len > 0, "%s: no body", c->name);
     char v[64];
     if (c->closes) {
-        ck_assert_msg(header(&r, "Connection", v, sizeof v) && strcmp(v, "close") == 0, "%s: no Connection: close",
-                      c->name);
+        ck_assert_msg(header(&r, "Connection", v, sizeof v) && strcmp(v, "close") == 0,
+                      "%s: no Connection: close", c->name);
         ck_assert_msg(drain_to_eof(fd, &b), "%s: not closed", c->name);
     } else {
         /* the stream goes on: a good request on the same connection works */
@@ -783,7 +794,8 @@ static void check_bad(const struct bad *c)
 
 START_TEST(error_statuses)
 {
-    static char long_target[HTTP_MAX_TARGET + 64], big_head[HTTP_MAX_HEADER + 2048], many[HTTP_MAX_FIELDS * 8 + 64];
+    static char long_target[HTTP_MAX_TARGET + 64], big_head[HTTP_MAX_HEADER + 2048],
+        many[HTTP_MAX_FIELDS * 8 + 64];
     int n = snprintf(long_target, sizeof long_target, "GET /");
     memset(long_target + n, 'a', HTTP_MAX_TARGET + 8);
     strcpy(long_target + n + HTTP_MAX_TARGET + 8, " HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -805,12 +817,13 @@ START_TEST(error_statuses)
         { "two spaces", "GET  / HTTP/1.1\r\nHost: t\r\n\r\n", 0, 400, true },
         { "no version", "GET /\r\nHost: t\r\n\r\n", 0, 400, true },
         { "lowercase version", "GET / http/1.1\r\nHost: t\r\n\r\n", 0, 400, true },
-        { "CL and TE", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
-          400, true },
-        { "TE alone", "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0, 400, true },
-        { "TE identity", "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n", 0, 400, true },
-        { "duplicate CL", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", 0, 400,
+        { "CL and TE", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n",
+          0, 400, true },
+        { "TE alone", "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 0, 400,
           true },
+        { "TE identity", "GET / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n", 0, 400, true },
+        { "duplicate CL", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", 0,
+          400, true },
         { "CL list", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 0, 0\r\n\r\n", 0, 400, true },
         { "CL not a number", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n", 0, 400, true },
         { "CL negative", "GET / HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 0, 400, true },
@@ -836,7 +849,8 @@ START_TEST(error_statuses)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         check_bad(&cases[i]);
     if (geteuid() != 0) { /* root reads a mode-000 file anyway */
-        const struct bad u = { "unreadable", "GET /unreadable.txt HTTP/1.1\r\nHost: t\r\n\r\n", 0, 403, false };
+        const struct bad u = { "unreadable", "GET /unreadable.txt HTTP/1.1\r\nHost: t\r\n\r\n", 0, 403,
+                               false };
         check_bad(&u);
     }
 }
@@ -897,7 +911,8 @@ static void escape_table(int port)
         struct rbuf b;
         struct resp r;
         get(port, t[i].target, NULL, &b, &r);
-        ck_assert_msg(r.status == t[i].status, "%s: status %d, wanted %d", t[i].target, r.status, t[i].status);
+        ck_assert_msg(r.status == t[i].status, "%s: status %d, wanted %d", t[i].target, r.status,
+                      t[i].status);
         ck_assert_msg(!contains(&b, secret), "%s: the secret leaked", t[i].target);
         free(b.d);
     }
@@ -977,7 +992,8 @@ static void teardown_t1(void)
  * client is served all along. */
 START_TEST(slowloris_dropped_others_served)
 {
-    const char *req = "GET /s1k.bin HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    const char *req =
+        "GET /s1k.bin HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     int slow = dial(S1.port);
     double t0 = t_now(), next = t0, dropped = 0;
     size_t sent = 0;
@@ -1109,10 +1125,11 @@ START_TEST(cli_contract)
 {
     char out[4096], err[4096];
     static const char *const bad[][4] = {
-        { "--port", "abc", NULL },      { "--port", "70000", NULL }, { "--threads", "-1", NULL },
-        { "--timeout", "0", NULL },     { "--timeout", "x", NULL },  { "--backend", "kqueue", NULL },
-        { "--no-such-option", NULL },   { "extra", NULL },           { "--port", NULL },
-        { "-x", NULL },
+        { "--port", "abc", NULL },    { "--port", "70000", NULL },
+        { "--threads", "-1", NULL },  { "--timeout", "0", NULL },
+        { "--timeout", "x", NULL },   { "--backend", "kqueue", NULL },
+        { "--no-such-option", NULL }, { "extra", NULL },
+        { "--port", NULL },           { "-x", NULL },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int st = run_cli(bad[i], out, sizeof out, err, sizeof err);
@@ -1123,11 +1140,12 @@ START_TEST(cli_contract)
     }
     ck_assert_int_eq(run_cli((const char *const[]){ "--help", NULL }, out, sizeof out, err, sizeof err), 0);
     ck_assert(strncmp(out, "usage: rshttpd", 14) == 0);
-    ck_assert_int_eq(run_cli((const char *const[]){ "--version", NULL }, out, sizeof out, err, sizeof err), 0);
+    ck_assert_int_eq(run_cli((const char *const[]){ "--version", NULL }, out, sizeof out, err, sizeof err),
+                     0);
     ck_assert_str_eq(out, "rshttpd (ringsock) " RS_VERSION_STRING "\n");
     /* a root that does not exist: status 1, one line */
-    ck_assert_int_eq(run_cli((const char *const[]){ "--root", "/nonexistent/rshttpd", "--port", "0", NULL }, out,
-                             sizeof out, err, sizeof err),
+    ck_assert_int_eq(run_cli((const char *const[]){ "--root", "/nonexistent/rshttpd", "--port", "0", NULL },
+                             out, sizeof out, err, sizeof err),
                      1);
     ck_assert(strstr(err, "/nonexistent/rshttpd"));
 }
@@ -1214,7 +1232,8 @@ START_TEST(curl_downloads)
     ck_assert(same_file_content(f1, want1));
     unlink(f1);
     /* two URLs in one run: the second reuses the connection (num_connects 0) */
-    char *const two[] = { "curl", "-sS", "-o", f1, "-o", f2, "-w", "%{http_code} %{num_connects}\\n", url1, url2, NULL };
+    char *const two[] = { "curl", "-sS", "-o", f1, "-o", f2, "-w", "%{http_code} %{num_connects}\\n",
+                          url1,   url2,  NULL };
     ck_assert_int_eq(run_capture(two, out, sizeof out), 0);
     ck_assert_str_eq(out, "200 1\n200 0\n");
     ck_assert(same_file_content(f1, want1));

@@ -51,7 +51,8 @@ struct fields {
 };
 
 /* One complete header field; 0 or -400. */
-static int field(struct http_req *req, struct fields *f, const char *name, size_t nlen, const char *v, size_t vlen)
+static int field(struct http_req *req, struct fields *f, const char *name, size_t nlen, const char *v,
+                 size_t vlen)
 {
     if (ieq(name, nlen, "content-length")) {
         /* a list ("5, 5") or a repeat is refused, not reconciled: two readers may pick different ones */
@@ -255,8 +256,8 @@ int http_target_path(const char *target, size_t len, char *out, size_t cap, bool
         return -400; /* authority-form and asterisk-form have no file behind them */
     }
 
-    size_t o = 0;    /* bytes in out */
-    size_t seg = 0;  /* where the current segment starts in out */
+    size_t o = 0;   /* bytes in out */
+    size_t seg = 0; /* where the current segment starts in out */
     bool last_empty = true;
     for (;; i++) {
         int c;
@@ -396,7 +397,8 @@ static int month(const char *p)
 /* "08:49:37" */
 static int hms(const char *p, unsigned *h, unsigned *mi, unsigned *s)
 {
-    if (p[2] != ':' || p[5] != ':' || num(p, 2, false, h) || num(p + 3, 2, false, mi) || num(p + 6, 2, false, s))
+    if (p[2] != ':' || p[5] != ':' || num(p, 2, false, h) || num(p + 3, 2, false, mi) ||
+        num(p + 6, 2, false, s))
         return -1;
     return *h < 24 && *mi < 60 && *s <= 60 ? 0 : -1;
 }

@@ -8,23 +8,27 @@
 #include <time.h>
 
 /* Limits (docs/tools.md, "rshttpd"). */
-#define HTTP_MAX_TARGET 8192       /* request-target bytes; longer is 414 */
+#define HTTP_MAX_TARGET 8192        /* request-target bytes; longer is 414 */
 #define HTTP_MAX_HEADER (16 * 1024) /* request line + header fields + the blank line; longer is 431 */
-#define HTTP_MAX_FIELDS 100        /* header fields; more is 431 */
-#define HTTP_MAX_PATH 4096         /* decoded path bytes; longer is 414 */
+#define HTTP_MAX_FIELDS 100         /* header fields; more is 431 */
+#define HTTP_MAX_PATH 4096          /* decoded path bytes; longer is 414 */
 
-enum http_method { HTTP_GET = 1, HTTP_HEAD = 2, HTTP_OTHER = 3 };
+enum http_method {
+    HTTP_GET = 1,
+    HTTP_HEAD = 2,
+    HTTP_OTHER = 3
+};
 
 struct http_req {
-    int method;          /* enum http_method */
-    int minor;           /* HTTP/1.<minor>: 0 or 1 */
-    const char *target;  /* into the caller's buffer, not NUL-terminated */
+    int method;         /* enum http_method */
+    int minor;          /* HTTP/1.<minor>: 0 or 1 */
+    const char *target; /* into the caller's buffer, not NUL-terminated */
     size_t target_len;
-    bool keep_alive;     /* after this request: HTTP/1.1 unless "close", 1.0 only with "keep-alive" */
-    bool has_ims;        /* a valid If-Modified-Since (an invalid one is ignored, RFC 9110 13.1.3) */
+    bool keep_alive; /* after this request: HTTP/1.1 unless "close", 1.0 only with "keep-alive" */
+    bool has_ims;    /* a valid If-Modified-Since (an invalid one is ignored, RFC 9110 13.1.3) */
     time_t ims;
     unsigned long long content_length; /* 0 when absent */
-    bool has_body;       /* Content-Length > 0 */
+    bool has_body;                     /* Content-Length > 0 */
 };
 
 /* Parse the request at the start of buf[0, len). Returns the length of the request head (request

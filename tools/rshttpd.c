@@ -71,14 +71,14 @@ static volatile int no_openat2;
 /* ---- per-thread state ------------------------------------------------------------------------ */
 
 struct centry {
-    char *key;           /* decoded request path, "/"-suffixed for directory requests; NULL = empty slot */
-    char *file;          /* the file served, relative to the root (for revalidation) */
+    char *key;  /* decoded request path, "/"-suffixed for directory requests; NULL = empty slot */
+    char *file; /* the file served, relative to the root (for revalidation) */
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtim, ctim;
     char *body;
-    char hdr[192];       /* Content-Type, Content-Length, Last-Modified lines */
+    char hdr[192]; /* Content-Type, Content-Length, Last-Modified lines */
     size_t hdr_len;
     time_t mtime;
 };
@@ -91,7 +91,7 @@ struct worker {
     rs_timer *tick;
     bool ticking, stopping;
     int error;
-    struct hconn *all;              /* every open connection (doubly linked) */
+    struct hconn *all;               /* every open connection (doubly linked) */
     struct hconn *dl_head, *dl_tail; /* the same connections, by deadline */
     time_t date_t;
     char date[30];
@@ -108,13 +108,13 @@ struct hconn {
     size_t in_len, in_cap;
     char *out;
     size_t out_len, out_cap;
-    bool out_busy;     /* out is being sent: nothing is appended until it completes */
-    int file_fd;       /* a large body being sent, or -1 */
+    bool out_busy; /* out is being sent: nothing is appended until it completes */
+    int file_fd;   /* a large body being sent, or -1 */
     off_t file_off;
     size_t file_left;
-    bool file_busy;    /* a sendfile chunk is in flight */
-    bool close_after;  /* no more requests: close once everything queued is sent */
-    bool lingering;    /* our side shut down; discarding input until EOF or the deadline */
+    bool file_busy;   /* a sendfile chunk is in flight */
+    bool close_after; /* no more requests: close once everything queued is sent */
+    bool lingering;   /* our side shut down; discarding input until EOF or the deadline */
     bool peer_eof;
     bool read_paused;
     bool closing;
@@ -206,21 +206,16 @@ static int status_of_errno(int e)
 {
     switch (e) {
     case -ENOENT:
-    case -ENOTDIR:
-        return 404;
+    case -ENOTDIR: return 404;
     case -EXDEV: /* RESOLVE_BENEATH: the path (through a symlink) leaves the root */
     case -ELOOP:
     case -EACCES:
-    case -EPERM:
-        return 403;
-    case -ENAMETOOLONG:
-        return 414;
+    case -EPERM: return 403;
+    case -ENAMETOOLONG: return 414;
     case -EMFILE:
     case -ENFILE:
-    case -ENOMEM:
-        return 503;
-    default:
-        return 500;
+    case -ENOMEM: return 503;
+    default: return 500;
     }
 }
 
@@ -229,12 +224,20 @@ static int status_of_errno(int e)
 static const struct {
     const char *ext, *type;
 } types[] = {
-    { "html", "text/html; charset=utf-8" }, { "htm", "text/html; charset=utf-8" },
-    { "txt", "text/plain; charset=utf-8" }, { "css", "text/css; charset=utf-8" },
-    { "js", "text/javascript; charset=utf-8" }, { "mjs", "text/javascript; charset=utf-8" },
-    { "json", "application/json" }, { "png", "image/png" }, { "jpg", "image/jpeg" },
-    { "jpeg", "image/jpeg" }, { "gif", "image/gif" }, { "svg", "image/svg+xml" },
-    { "pdf", "application/pdf" }, { "wasm", "application/wasm" },
+    { "html", "text/html; charset=utf-8" },
+    { "htm", "text/html; charset=utf-8" },
+    { "txt", "text/plain; charset=utf-8" },
+    { "css", "text/css; charset=utf-8" },
+    { "js", "text/javascript; charset=utf-8" },
+    { "mjs", "text/javascript; charset=utf-8" },
+    { "json", "application/json" },
+    { "png", "image/png" },
+    { "jpg", "image/jpeg" },
+    { "jpeg", "image/jpeg" },
+    { "gif", "image/gif" },
+    { "svg", "image/svg+xml" },
+    { "pdf", "application/pdf" },
+    { "wasm", "application/wasm" },
 };
 
 static const char *content_type(const char *file)
@@ -283,9 +286,9 @@ static bool same_file(const struct centry *e, const struct stat *st)
 
 /* What a request resolved to: a cached small file, a large file's fd, or an error status. */
 struct found {
-    int status;             /* 200, or an error status */
-    struct centry *e;       /* small: the cache entry (valid until the next lookup) */
-    int fd;                 /* large: the open file (the caller closes it) */
+    int status;       /* 200, or an error status */
+    struct centry *e; /* small: the cache entry (valid until the next lookup) */
+    int fd;           /* large: the open file (the caller closes it) */
     struct stat st;
     char hdr[192];
     size_t hdr_len;
@@ -539,7 +542,8 @@ static void error_response(struct hconn *h, int status, const struct http_req *r
     if (status == 405)
         out_put(h, "Allow: GET, HEAD\r\n", 18);
     char hdr[96];
-    int n = snprintf(hdr, sizeof hdr, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n", blen);
+    int n =
+        snprintf(hdr, sizeof hdr, "Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n", blen);
     out_put(h, hdr, (size_t)n);
     put_connection(h, req);
     if (!req || req->method != HTTP_HEAD)
@@ -1022,8 +1026,9 @@ int main(int argc, char **argv)
     else
         printf("listening on %s:%d\n", o.host, port);
     if (!cfg.quiet)
-        printf("backend %s, %d thread%s, root %s, timeout %g s\n", rs_backend_name(rs_loop_backend(workers[0].loop)),
-               threads, threads == 1 ? "" : "s", cfg.root_real, cfg.timeout);
+        printf("backend %s, %d thread%s, root %s, timeout %g s\n",
+               rs_backend_name(rs_loop_backend(workers[0].loop)), threads, threads == 1 ? "" : "s",
+               cfg.root_real, cfg.timeout);
     fflush(stdout);
 
     int sig = 0;
