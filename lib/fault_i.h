@@ -7,12 +7,26 @@
  *     WHEN = N        every Nth eligible call (default 1: every call)
  *            N/M      with probability N/M (xorshift, seed=N rule; default seed 1: reproducible)
  *            firstN   the first N eligible calls only
- * SITE:FAULT pairs (what each one does is in fault.c's table):
+ * SITE:FAULT pairs:
  *     send:   eintr eagain short enomem econnreset epipe
  *     recv:   eintr eagain short enomem econnreset enobufs
  *     accept: eintr eagain enomem emfile
  *     wait:   eintr        sqe: full        ring: tiny        regbuf: fail
- * e.g. RINGSOCK_FAULT="send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail". */
+ * e.g. RINGSOCK_FAULT="send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail".
+ * What they do (send = SEND, SENDMSG, WRITE_FIXED, SENDFILE; recv = RECV, RECVMSG, READ_FIXED):
+ *     eintr, eagain   epoll/poll: the syscall fails so without being made; io_uring: the SQE
+ *                     becomes a NOP whose completion carries the error (single-shot ops). The
+ *                     engine must go again; "every call" is refused as it could never complete.
+ *     short           the length is cut to 1..len-1 before the syscall or SQE (never a
+ *                     MSG_WAITALL receive or an io_uring multishot receive: no length to cut)
+ *     enomem econnreset epipe emfile   the operation completes with the error, never issued
+ *     recv:enobufs    io_uring: a multishot receive ends with -ENOBUFS, nothing taken
+ *     wait:eintr      io_uring_enter / epoll_wait / poll fails with EINTR without being made
+ *     sqe:full        io_uring_get_sqe finds the SQ ring full (only when SQEs are queued)
+ *     ring:tiny       loops made from then on get 2 SQ entries (8 CQ): the CQ ring overflows
+ *     regbuf:fail     registering the fixed-buffer table, or a slot of it, fails with ENOMEM
+ * Never inside an io_uring link chain, a SPLICE or a zero-copy send (a lost member would break
+ * the chain; the notification protocol has no room for a NOP). */
 #ifndef RS_FAULT_I_H
 #define RS_FAULT_I_H
 
