@@ -230,7 +230,9 @@ static const double delays[] = { 0.25, 0.0, RS_TIMEOUT_NONE, 0.001, -1.5, NAN };
 
 /* ---- the calls ------------------------------------------------------------------------------- */
 
-static void fuzz_server(const struct fields *fl, uint8_t f0, uint8_t f1)
+/* Returns the listening socket, kept open while the same input's connects run (so that a
+ * connect to its port succeeds), or NULL. */
+static rs_socket *fuzz_server(const struct fields *fl, uint8_t f0, uint8_t f1)
 {
     struct rs_server_opts o = RS_SERVER_OPTS_INIT;
     o.family = families[f0 & 3];
@@ -242,14 +244,14 @@ static void fuzz_server(const struct fields *fl, uint8_t f0, uint8_t f1)
     const char *h = host && !*host ? NULL : host;
     const char *p = !port || !*port ? "0" : port;
     if ((o.family == AF_INET || o.family == AF_INET6) && !safe(h, p, o.family, AI_PASSIVE, BIND, false))
-        return;
+        return NULL;
     rs_socket *s = (rs_socket *)&o; /* must be set to NULL on failure */
     int r = rs_create_server(&s, host, port, &o);
     note("rs_create_server", fl, r);
     if (r < 0) {
         CHECK(s == NULL);
         CHECK(sane_error(r));
-        return;
+        return NULL;
     }
     CHECK(s != NULL);
     CHECK(rs_socket_family(s) == o.family);
@@ -273,7 +275,7 @@ static void fuzz_server(const struct fields *fl, uint8_t f0, uint8_t f1)
              * refuses them, this becomes CHECK(0): such a port must never get here. */
             CHECK(port_of((struct sockaddr *)&a) == want % 65536);
     }
-    CHECK(rs_close(s) == 0);
+    return s;
 }
 
 static struct rs_connect_opts connect_opts(uint8_t f0, uint8_t f1, const struct fields *fl,
@@ -420,12 +422,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fields fl;
     split(data + 3, size - 3, &fl);
     int before = fd_count();
-    if (data[0] & 1)
-        fuzz_server(&fl, data[1], data[2]);
+    rs_socket *srv = data[0] & 1 ? fuzz_server(&fl, data[1], data[2]) : NULL;
     if (data[0] & 2)
         fuzz_connect(&fl, data[1], data[2]);
     if (data[0] & 4)
         fuzz_conn_connect(&fl, data[1], data[2]);
+    if (srv)
+        CHECK(rs_close(srv) == 0);
     drain_own();
     /* a blocking call may have made the thread's default loop: it is not a leak */
     rs_loop_default_release();
