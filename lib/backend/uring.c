@@ -275,6 +275,8 @@ static void recycle(struct uring_be *be, unsigned bid)
  * for a kept buffer to come back. */
 static bool on_enobufs(struct rs_loop *loop, struct uring_be *be)
 {
+    if (be->ngen == 0)
+        return true; /* no ring to grow: an ACCEPT's -ENOBUFS (out of memory), or a legacy RECV */
     struct bufgen *g = cur_gen(be);
     bool starved = g->kept >= g->nbufs;
     if (starved || ++be->enobufs >= GROW_AFTER) {
