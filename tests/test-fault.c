@@ -705,6 +705,19 @@ START_TEST(async_enobufs_rearms)
 }
 END_TEST
 
+START_TEST(async_enobufs_legacy)
+{
+    /* io_uring without multishot receive (RINGSOCK_URING_LEGACY: each receive into a buffer of
+     * its own, no buffer ring): an -ENOBUFS ending still re-arms (it once read a ring that did
+     * not exist: SIGSEGV). The same -ENOBUFS comes from accept(2) short of memory. */
+    setenv("RINGSOCK_URING_LEGACY", "1", 1);
+    echo_check("recv:enobufs=2", NULL, 8, 32 * 1024);
+    unsetenv("RINGSOCK_URING_LEGACY");
+    if (on_uring())
+        injected("recv", "enobufs");
+}
+END_TEST
+
 START_TEST(async_tiny_ring_sqe_full)
 {
     /* 2 SQ entries and 8 CQ entries for 48 busy connections: the CQ overflows, the SQ fills */
@@ -868,6 +881,7 @@ static Suite *make_suite(void)
         { "sendfile", sendfile_short },
         { "async_short", async_short_eintr_eagain },
         { "async_enobufs", async_enobufs_rearms },
+        { "async_enobufs_legacy", async_enobufs_legacy },
         { "async_tiny_ring", async_tiny_ring_sqe_full },
         { "async_emfile", async_accept_emfile_backs_off },
         { "async_errors", async_epipe_econnreset_reported },
