@@ -36,7 +36,7 @@ static const int fault_errno[F__COUNT] = { EINTR, EAGAIN, 0, ENOMEM, ECONNRESET,
 static const unsigned allowed[S__COUNT] = {
     [S_SEND] = B(F_EINTR) | B(F_EAGAIN) | B(F_SHORT) | B(F_ENOMEM) | B(F_ECONNRESET) | B(F_EPIPE),
     [S_RECV] = B(F_EINTR) | B(F_EAGAIN) | B(F_SHORT) | B(F_ENOMEM) | B(F_ECONNRESET) | B(F_ENOBUFS),
-    [S_ACCEPT] = B(F_EINTR) | B(F_EAGAIN) | B(F_ENOMEM) | B(F_EMFILE),
+    [S_ACCEPT] = B(F_EINTR) | B(F_EAGAIN) | B(F_ENOMEM) | B(F_EMFILE) | B(F_ENOBUFS),
     [S_WAIT] = B(F_EINTR),
     [S_SQE] = B(F_FULL),
     [S_RING] = B(F_TINY),
@@ -504,8 +504,8 @@ void rs__fault_sqe(struct io_uring *ring, struct rs_op *op, struct io_uring_sqe 
         return;
     int err = 0;
     if (op->multishot) {
-        if (op->kind == RS_OP_RECV && hit(site, F_ENOBUFS))
-            err = -ENOBUFS; /* the provided-buffer ring ran dry: no data taken, the op ends */
+        if (hit(site, F_ENOBUFS))
+            err = -ENOBUFS; /* RECV: the buffer ring ran dry; ACCEPT: no memory. Nothing taken */
     } else if (hit(site, F_EINTR)) {
         err = -EINTR;
     } else if (hit(site, F_EAGAIN)) {

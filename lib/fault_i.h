@@ -10,7 +10,7 @@
  * SITE:FAULT pairs:
  *     send:   eintr eagain short enomem econnreset epipe
  *     recv:   eintr eagain short enomem econnreset enobufs
- *     accept: eintr eagain enomem emfile
+ *     accept: eintr eagain enomem emfile enobufs
  *     wait:   eintr        sqe: full        ring: tiny        regbuf: fail
  * e.g. RINGSOCK_FAULT="send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail".
  * What they do (send = SEND, SENDMSG, WRITE_FIXED, SENDFILE; recv = RECV, RECVMSG, READ_FIXED):
@@ -20,7 +20,7 @@
  *     short           the length is cut to 1..len-1 before the syscall or SQE (never a
  *                     MSG_WAITALL receive or an io_uring multishot receive: no length to cut)
  *     enomem econnreset epipe emfile   the operation completes with the error, never issued
- *     recv:enobufs    io_uring: a multishot receive ends with -ENOBUFS, nothing taken
+ *     enobufs         io_uring: a multishot receive or accept ends with -ENOBUFS, nothing taken
  *     wait:eintr      io_uring_enter / epoll_wait / poll fails with EINTR without being made
  *     sqe:full        io_uring_get_sqe finds the SQ ring full (only when SQEs are queued)
  *     ring:tiny       loops made from then on get 2 SQ entries (8 CQ): the CQ ring overflows
