@@ -44,7 +44,7 @@ static void report(void)
         { "send", "econnreset" }, { "send", "epipe" }, { "recv", "eintr" }, { "recv", "eagain" },
         { "recv", "short" }, { "recv", "enomem" }, { "recv", "econnreset" }, { "recv", "enobufs" },
         { "accept", "eintr" }, { "accept", "eagain" }, { "accept", "enomem" }, { "accept", "emfile" },
-        { "wait", "eintr" }, { "sqe", "full" }, { "ring", "tiny" }, { "regbuf", "fail" },
+        { "accept", "enobufs" }, { "wait", "eintr" }, { "sqe", "full" }, { "ring", "tiny" }, { "regbuf", "fail" },
     };
     char line[1024];
     int n = snprintf(line, sizeof line, "fault-report %s [%s]:", getenv("RINGSOCK_BACKEND"), spec_now);
@@ -718,6 +718,16 @@ START_TEST(async_enobufs_legacy)
 }
 END_TEST
 
+START_TEST(async_accept_enobufs)
+{
+    /* the kernel ends a multishot accept with -ENOBUFS (no memory) before any receive made the
+     * buffer ring: accepting goes on, every connection is served */
+    echo_check("accept:enobufs=first2", NULL, 4, 4096);
+    if (on_uring())
+        ck_assert_uint_eq(rs__fault_count("accept", "enobufs"), 2);
+}
+END_TEST
+
 START_TEST(async_tiny_ring_sqe_full)
 {
     /* 2 SQ entries and 8 CQ entries for 48 busy connections: the CQ overflows, the SQ fills */
@@ -882,6 +892,7 @@ static Suite *make_suite(void)
         { "async_short", async_short_eintr_eagain },
         { "async_enobufs", async_enobufs_rearms },
         { "async_enobufs_legacy", async_enobufs_legacy },
+        { "async_accept_enobufs", async_accept_enobufs },
         { "async_tiny_ring", async_tiny_ring_sqe_full },
         { "async_emfile", async_accept_emfile_backs_off },
         { "async_errors", async_epipe_econnreset_reported },
