@@ -79,7 +79,8 @@ static void recv_stream(rs_socket *s, size_t n, uint64_t seed)
     size_t have = 0;
     while (have < n) {
         ssize_t r = rs_recv(s, got + have, n - have, 0);
-        ck_assert_msg(r > 0, "recv after %zu of %zu bytes: %zd (%s)", have, n, r, r < 0 ? rs_err_name((int)r) : "EOF");
+        ck_assert_msg(r > 0, "recv after %zu of %zu bytes: %zd (%s)", have, n, r,
+                      r < 0 ? rs_err_name((int)r) : "EOF");
         have += (size_t)r;
     }
     t_py_stream(seed, 0, want, n);
@@ -102,7 +103,9 @@ static void expect_line(struct t_py *py, const char *want)
 START_TEST(reset_after_data_blocking)
 {
     sigpipe_default();
-    enum { N = 200 * 1000 + 3 };
+    enum {
+        N = 200 * 1000 + 3
+    };
     struct t_py py;
     rs_socket *c = accept_peer("peer_reset", (char *[]){ "200003", "7", "ack", NULL }, 0, &py);
     recv_stream(c, N, 7);
@@ -181,12 +184,12 @@ static void loop_free(rs_loop *l, struct tick *k)
 }
 
 /* Run l (which has a ticking timer) until cond or secs pass; assert cond. */
-#define RUN_UNTIL(l, cond, secs)                                                          \
-    do {                                                                                  \
-        double end_ = t_now() + (secs);                                                   \
-        while (!(cond) && t_now() < end_)                                                 \
-            ck_assert_int_ge(rs_loop_run((l), RS_RUN_ONCE), 0);                           \
-        ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond);     \
+#define RUN_UNTIL(l, cond, secs)                                                      \
+    do {                                                                              \
+        double end_ = t_now() + (secs);                                               \
+        while (!(cond) && t_now() < end_)                                             \
+            ck_assert_int_ge(rs_loop_run((l), RS_RUN_ONCE), 0);                       \
+        ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond); \
     } while (0)
 
 static void run_for(rs_loop *l, double secs)
@@ -219,9 +222,9 @@ struct reader {
     uint64_t seed;
     size_t got;
     bool bad;
-    int ends;     /* callbacks with n <= 0: must be exactly one */
-    ssize_t end;  /* that callback's n */
-    int after;    /* callbacks after it (must stay 0) */
+    int ends;    /* callbacks with n <= 0: must be exactly one */
+    ssize_t end; /* that callback's n */
+    int after;   /* callbacks after it (must stay 0) */
 };
 
 static void reader_cb(rs_conn *c, ssize_t n, const void *data, void *user)
@@ -267,7 +270,9 @@ static void sent_cb(rs_conn *c, ssize_t status, void *user)
 START_TEST(reset_read_error_once_async)
 {
     sigpipe_default();
-    enum { N = 300 * 1000 + 11 };
+    enum {
+        N = 300 * 1000 + 11
+    };
     struct tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;
@@ -311,7 +316,9 @@ END_TEST
 START_TEST(never_reads_sendall_timeout)
 {
     sigpipe_default();
-    enum { N = 32 << 20 };
+    enum {
+        N = 32 << 20
+    };
     /* the data first (cheap bytes: only a digest of them is compared), then the peer, whose
      * wait for the go signal is bounded */
     unsigned char *data = malloc(N);
@@ -363,7 +370,9 @@ END_TEST
 START_TEST(never_reads_sendall_ex_reports_sent)
 {
     sigpipe_default();
-    enum { N = 32 << 20 };
+    enum {
+        N = 32 << 20
+    };
     unsigned char *data = malloc(N);
     ck_assert_ptr_nonnull(data);
     t_fill_pattern(data, N, 32);
@@ -434,7 +443,9 @@ static void echo_read(rs_conn *c, ssize_t n, const void *data, void *user)
 
 START_TEST(never_reads_backpressure_async)
 {
-    enum { TOTAL = 8 << 20 };
+    enum {
+        TOTAL = 8 << 20
+    };
     struct tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;
@@ -477,7 +488,10 @@ END_TEST
 START_TEST(our_shut_wr_peer_sees_eof_blocking)
 {
     sigpipe_default();
-    enum { N = 400 * 1000 + 1, M = 300 * 1000 + 5 };
+    enum {
+        N = 400 * 1000 + 1,
+        M = 300 * 1000 + 5
+    };
     for (int v6 = 0; v6 < 2; v6++) {
         struct t_py py;
         t_py_spawn("peer_shutwr_server", (char *[]){ v6 ? "6" : "4", "300005", "51", NULL }, &py);
@@ -555,7 +569,10 @@ static void halfclose_read(rs_conn *c, ssize_t n, const void *data, void *user)
 
 START_TEST(peer_shut_wr_then_reply_async)
 {
-    enum { N = 250 * 1000 + 9, M = 700 * 1000 + 3 };
+    enum {
+        N = 250 * 1000 + 9,
+        M = 700 * 1000 + 3
+    };
     struct tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;

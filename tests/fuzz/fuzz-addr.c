@@ -96,8 +96,8 @@ static void own_listener(int i, int family)
     int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return;
-    if (bind(fd, (struct sockaddr *)&a, len) < 0 || listen(fd, 64) < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+    if (bind(fd, (struct sockaddr *)&a, len) < 0 || listen(fd, 64) < 0 ||
+        fcntl(fd, F_SETFL, O_NONBLOCK) < 0 || getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
         close(fd);
         return;
     }
@@ -149,7 +149,10 @@ static unsigned short port_of(const struct sockaddr *sa)
                                           : ((const struct sockaddr_in6 *)sa)->sin6_port);
 }
 
-enum use { BIND, CONNECT };
+enum use {
+    BIND,
+    CONNECT
+};
 
 /* What the library's numeric lookup of host/port gives, with its hints: true if passing them on
  * is safe (the lookup fails, and with anything but EAI_NONAME — or with it where the library
@@ -158,7 +161,9 @@ enum use { BIND, CONNECT };
  * port with SO_REUSEPORT could take connections from another program's listener. */
 static bool safe(const char *host, const char *port, int family, int flags, enum use use, bool nonname_ok)
 {
-    struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | flags };
+    struct addrinfo hints = { .ai_family = family,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST | flags };
     struct addrinfo *res = NULL;
     int e = getaddrinfo(host, port, &hints, &res);
     if (e == EAI_NONAME && !nonname_ok)
@@ -170,7 +175,8 @@ static bool safe(const char *host, const char *port, int family, int flags, enum
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue; /* the library skips these too */
         if (use == BIND)
-            ok = (loopback(ai->ai_addr) || unspecified(ai->ai_addr)) && (isolated || port_of(ai->ai_addr) == 0);
+            ok = (loopback(ai->ai_addr) || unspecified(ai->ai_addr)) &&
+                 (isolated || port_of(ai->ai_addr) == 0);
         else if (!loopback(ai->ai_addr))
             ok = false;
         else if (!isolated)
@@ -322,7 +328,8 @@ static void fuzz_connect(const struct fields *fl, uint8_t f0, uint8_t f1)
     struct rs_connect_report rep;
     struct rs_connect_opts o = connect_opts(f0, f1, fl, &rep);
     const char *host = fl->f[0], *port = fl->f[1];
-    if (host && *host && port && *port && (o.family == AF_UNSPEC || o.family == AF_INET || o.family == AF_INET6) &&
+    if (host && *host && port && *port &&
+        (o.family == AF_UNSPEC || o.family == AF_INET || o.family == AF_INET6) &&
         !safe(host, port, o.family, 0, CONNECT, false))
         return;
     if (!source_safe(&o))
@@ -370,7 +377,8 @@ static void fuzz_conn_connect(const struct fields *fl, uint8_t f0, uint8_t f1)
     struct rs_connect_report rep;
     struct rs_connect_opts o = connect_opts(f0, f1, fl, &rep);
     const char *host = fl->f[0], *port = fl->f[1];
-    if (host && *host && port && *port && (o.family == AF_UNSPEC || o.family == AF_INET || o.family == AF_INET6) &&
+    if (host && *host && port && *port &&
+        (o.family == AF_UNSPEC || o.family == AF_INET || o.family == AF_INET6) &&
         !safe(host, port, o.family, 0, CONNECT, false))
         return;
     if (!source_safe(&o))

@@ -273,7 +273,8 @@ static void srv_read(rs_conn *c, ssize_t n, const void *data, void *user)
             fail("server: bad file request %" PRIu64 "+%" PRIu64, off, count);
             continue;
         }
-        int r = rs_conn_sendfile(c, file_fd, (off_t)off, (size_t)count, srv_file_sent, (void *)(uintptr_t)count);
+        int r =
+            rs_conn_sendfile(c, file_fd, (off_t)off, (size_t)count, srv_file_sent, (void *)(uintptr_t)count);
         if (r < 0)
             fail("server rs_conn_sendfile: %s", rs_strerror(r));
     }
@@ -343,8 +344,7 @@ static void *srv_main(void *arg)
         atomic_store(&t->ready, 1);
     }
     /* serve until told to stop and every accepted connection has been closed by its client */
-    while (!atomic_load(&srv_stop) ||
-           atomic_load(&st.srv_closed) < atomic_load(&st.srv_accepted)) {
+    while (!atomic_load(&srv_stop) || atomic_load(&st.srv_closed) < atomic_load(&st.srv_accepted)) {
         if (atomic_load(&srv_stop) && now() > t->drain_deadline) {
             fail("server: %llu connections still open at the deadline",
                  atomic_load(&st.srv_accepted) - atomic_load(&st.srv_closed));
@@ -935,18 +935,21 @@ int main(int argc, char **argv)
     int fd_end = fd_count();
 
     double growth = rss_warm > 0 ? 100.0 * (double)(rss_end - rss_warm) / (double)rss_warm : 0;
-    double sgrowth = rep.rss_warm > 0 ? 100.0 * (double)(rep.rss_end - rep.rss_warm) / (double)rep.rss_warm : 0;
+    double sgrowth =
+        rep.rss_warm > 0 ? 100.0 * (double)(rep.rss_end - rep.rss_warm) / (double)rep.rss_warm : 0;
     unsigned long long errors = atomic_load(&st.errors) + rep.errors;
-    unsigned long long bytes = atomic_load(&st.echo_bytes) + atomic_load(&st.file_bytes) + atomic_load(&st.blk_bytes);
-    printf("soak backend=%s conns=%zu seconds=%.0f echo_msgs=%llu file_msgs=%llu blocking_msgs=%llu bytes=%llu "
-           "echo_bytes=%llu file_bytes=%llu blocking_bytes=%llu data_errors=%llu "
-           "client_rss_warm_kb=%ld client_rss_end_kb=%ld client_rss_growth_pct=%.2f "
-           "server_rss_warm_kb=%ld server_rss_end_kb=%ld server_rss_growth_pct=%.2f "
-           "client_fd_start=%d client_fd_end=%d server_fd_start=%d server_fd_end=%d accepted=%llu asan=%d\n",
-           backend, connected, secs, atomic_load(&st.echo_msgs), atomic_load(&st.file_msgs),
-           atomic_load(&st.blk_msgs), bytes, atomic_load(&st.echo_bytes), atomic_load(&st.file_bytes),
-           atomic_load(&st.blk_bytes), errors, rss_warm, rss_end, growth, rep.rss_warm, rep.rss_end, sgrowth,
-           fd_start, fd_end, rep.fd_start, rep.fd_end, rep.accepted, SOAK_ASAN);
+    unsigned long long bytes =
+        atomic_load(&st.echo_bytes) + atomic_load(&st.file_bytes) + atomic_load(&st.blk_bytes);
+    printf(
+        "soak backend=%s conns=%zu seconds=%.0f echo_msgs=%llu file_msgs=%llu blocking_msgs=%llu bytes=%llu "
+        "echo_bytes=%llu file_bytes=%llu blocking_bytes=%llu data_errors=%llu "
+        "client_rss_warm_kb=%ld client_rss_end_kb=%ld client_rss_growth_pct=%.2f "
+        "server_rss_warm_kb=%ld server_rss_end_kb=%ld server_rss_growth_pct=%.2f "
+        "client_fd_start=%d client_fd_end=%d server_fd_start=%d server_fd_end=%d accepted=%llu asan=%d\n",
+        backend, connected, secs, atomic_load(&st.echo_msgs), atomic_load(&st.file_msgs),
+        atomic_load(&st.blk_msgs), bytes, atomic_load(&st.echo_bytes), atomic_load(&st.file_bytes),
+        atomic_load(&st.blk_bytes), errors, rss_warm, rss_end, growth, rep.rss_warm, rep.rss_end, sgrowth,
+        fd_start, fd_end, rep.fd_start, rep.fd_end, rep.accepted, SOAK_ASAN);
     fflush(stdout);
 
     int bad = 0;
@@ -960,7 +963,8 @@ int main(int argc, char **argv)
                 connected, rep.accepted, rep.closed, conns);
         bad = 1;
     }
-    if (atomic_load(&st.echo_msgs) == 0 || atomic_load(&st.file_msgs) == 0 || atomic_load(&st.blk_msgs) == 0) {
+    if (atomic_load(&st.echo_msgs) == 0 || atomic_load(&st.file_msgs) == 0 ||
+        atomic_load(&st.blk_msgs) == 0) {
         fprintf(stderr, "soak: FAIL: some kind of traffic never completed a message\n");
         bad = 1;
     }
@@ -983,8 +987,8 @@ int main(int argc, char **argv)
                 /* ASan's quarantine and valgrind's freed-block queue hold freed memory by
                  * design: RSS grows however correct the program; their leak checkers cover
                  * leaks there */
-                fprintf(stderr, "soak: %s RSS grew %.2f %% (not enforced under ASan or valgrind)\n", rs[i].who,
-                        rs[i].g);
+                fprintf(stderr, "soak: %s RSS grew %.2f %% (not enforced under ASan or valgrind)\n",
+                        rs[i].who, rs[i].g);
             } else {
                 fprintf(stderr, "soak: FAIL: %s RSS grew %.2f %% after warm-up (limit %.1f %%)\n", rs[i].who,
                         rs[i].g, max_growth);
