@@ -525,13 +525,17 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
     }
     /* the callback may have stopped it meanwhile (op->cancelled): then it ends here */
     if (rearm && !op->done) {
-        if (op->cancelled) {
-            rs__op_complete(loop, op, -ECANCELED);
-        } else if (res == -ENOBUFS && !on_enobufs(loop, be)) {
+        bool stopped = op->cancelled;
+        if (!stopped && res == -ENOBUFS && !on_enobufs(loop, be)) {
             op->next = be->starved;
             be->starved = op;
-        } else if (queue(loop, op) < 0) {
-            rs__op_complete(loop, op, -EBUSY);
+        } else if (stopped || queue(loop, op) < 0) {
+            if (own) {
+                /* a legacy receive's buffer ends with it (nothing is left in it) */
+                op->bts[0] = 0;
+                free(own);
+            }
+            rs__op_complete(loop, op, stopped ? -ECANCELED : -EBUSY);
         }
     }
 }
