@@ -22,13 +22,35 @@
 #include "fault_i.h"
 #include "loop_i.h"
 
-enum site { S_SEND, S_RECV, S_ACCEPT, S_WAIT, S_SQE, S_RING, S_REGBUF, S__COUNT };
-enum fault { F_EINTR, F_EAGAIN, F_SHORT, F_ENOMEM, F_ECONNRESET, F_EPIPE, F_ENOBUFS, F_EMFILE,
-             F_FULL, F_TINY, F_FAIL, F__COUNT };
+enum site {
+    S_SEND,
+    S_RECV,
+    S_ACCEPT,
+    S_WAIT,
+    S_SQE,
+    S_RING,
+    S_REGBUF,
+    S__COUNT
+};
+enum fault {
+    F_EINTR,
+    F_EAGAIN,
+    F_SHORT,
+    F_ENOMEM,
+    F_ECONNRESET,
+    F_EPIPE,
+    F_ENOBUFS,
+    F_EMFILE,
+    F_FULL,
+    F_TINY,
+    F_FAIL,
+    F__COUNT
+};
 
 static const char *const site_names[S__COUNT] = { "send", "recv", "accept", "wait", "sqe", "ring", "regbuf" };
-static const char *const fault_names[F__COUNT] = { "eintr", "eagain", "short", "enomem", "econnreset", "epipe",
-                                                   "enobufs", "emfile", "full", "tiny", "fail" };
+static const char *const fault_names[F__COUNT] = { "eintr",      "eagain", "short",   "enomem",
+                                                   "econnreset", "epipe",  "enobufs", "emfile",
+                                                   "full",       "tiny",   "fail" };
 static const int fault_errno[F__COUNT] = { EINTR, EAGAIN, 0, ENOMEM, ECONNRESET, EPIPE, ENOBUFS, EMFILE };
 
 /* Which faults each site takes (bit per enum fault). */
@@ -45,7 +67,11 @@ static const unsigned allowed[S__COUNT] = {
 /* Faults the engine must absorb by trying again: "every call" would never complete. */
 #define RETRIED (B(F_EINTR) | B(F_EAGAIN) | B(F_FULL))
 
-enum when { W_EVERY, W_PROB, W_FIRST };
+enum when {
+    W_EVERY,
+    W_PROB,
+    W_FIRST
+};
 
 struct rule {
     uint8_t site, fault, when;
@@ -63,8 +89,8 @@ static char *env_seen; /* the RINGSOCK_FAULT value the rules came from (NULL: no
 static bool env_read;
 static unsigned long cq_overflows; /* io_uring: overflow seen (rs__fault_cq_overflows) */
 
-static __thread bool in_try;     /* rs__fault_try is making the clamped call itself */
-static __thread bool kick_owed;  /* an EAGAIN was injected on a readiness backend */
+static __thread bool in_try;    /* rs__fault_try is making the clamped call itself */
+static __thread bool kick_owed; /* an EAGAIN was injected on a readiness backend */
 
 static uint64_t next_rand(void)
 {
@@ -122,8 +148,9 @@ static int parse_rule(const char *s, size_t len, struct rule *r, uint64_t *seed)
     const char *eq = memchr(f, '=', (size_t)(end - f));
     int fault = lookup(fault_names, F__COUNT, f, (size_t)((eq ? eq : end) - f));
     if (fault < 0)
-        return bad(s, len, "unknown fault (eintr, eagain, short, enomem, econnreset, epipe, enobufs, emfile, full, "
-                           "tiny, fail)");
+        return bad(s, len,
+                   "unknown fault (eintr, eagain, short, enomem, econnreset, epipe, enobufs, emfile, full, "
+                   "tiny, fail)");
     if (!(allowed[site] & B(fault)))
         return bad(s, len, "this site cannot have this fault (see lib/fault_i.h for the pairs)");
     memset(r, 0, sizeof *r);
@@ -142,7 +169,8 @@ static int parse_rule(const char *s, size_t len, struct rule *r, uint64_t *seed)
         } else if (slash) {
             r->when = W_PROB;
             if (parse_num(w, (size_t)(slash - w), &r->n) < 0 ||
-                parse_num(slash + 1, (size_t)(end - slash - 1), &r->m) < 0 || r->n == 0 || r->m == 0 || r->n > r->m)
+                parse_num(slash + 1, (size_t)(end - slash - 1), &r->m) < 0 || r->n == 0 || r->m == 0 ||
+                r->n > r->m)
                 return bad(s, len, "N/M needs 1 <= N <= M");
         } else if (parse_num(w, wl, &r->n) < 0 || r->n == 0) {
             return bad(s, len, "WHEN is N (every Nth call, N >= 1), N/M (probability) or firstN");
@@ -150,8 +178,9 @@ static int parse_rule(const char *s, size_t len, struct rule *r, uint64_t *seed)
     }
     bool always = (r->when == W_EVERY && r->n == 1) || (r->when == W_PROB && r->n == r->m);
     if (always && (RETRIED & B(fault)))
-        return bad(s, len, "on every call this fault would never let the operation complete: use N >= 2, N/M < 1 "
-                           "or firstN");
+        return bad(s, len,
+                   "on every call this fault would never let the operation complete: use N >= 2, N/M < 1 "
+                   "or firstN");
     return 0;
 }
 
@@ -236,18 +265,14 @@ static int site_of(const struct rs_op *op)
     case RS_OP_SEND:
     case RS_OP_SENDMSG:
     case RS_OP_WRITE_FIXED:
-    case RS_OP_SENDFILE:
-        return S_SEND;
+    case RS_OP_SENDFILE: return S_SEND;
     case RS_OP_RECV:
     case RS_OP_RECVMSG:
-    case RS_OP_READ_FIXED:
-        return S_RECV;
-    case RS_OP_ACCEPT:
-        return S_ACCEPT;
+    case RS_OP_READ_FIXED: return S_RECV;
+    case RS_OP_ACCEPT: return S_ACCEPT;
     case RS_OP_SPLICE: /* only into the socket, and only as a non-blocking syscall (rs__fault_try) */
         return op->u.splice.fd_out == op->fd ? S_SEND : -1;
-    default:
-        return -1;
+    default: return -1;
     }
 }
 
@@ -320,12 +345,9 @@ static size_t op_len(const struct rs_op *op)
         return n;
     }
     case RS_OP_SENDFILE:
-    case RS_OP_SPLICE:
-        return op->u.splice.len;
-    case RS_OP_ACCEPT:
-        return 0;
-    default:
-        return op->u.io.len;
+    case RS_OP_SPLICE: return op->u.splice.len;
+    case RS_OP_ACCEPT: return 0;
+    default: return op->u.io.len;
     }
 }
 
@@ -417,7 +439,7 @@ bool rs__fault_regbuf(void) { return hit(S_REGBUF, F_FAIL); }
 /* What the layer keeps for an op in flight on io_uring until it completes. */
 struct pend {
     struct rs_op *op;
-    int res;      /* the error its NOP stands for */
+    int res; /* the error its NOP stands for */
     bool has_res;
     struct msghdr *msg; /* clamped copy the SQE points at (the iovecs follow it), or NULL */
 };

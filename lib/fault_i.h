@@ -65,30 +65,30 @@ int rs__fault_cqe(struct rs_op *op, int res);
 
 /* loop.c rs_loop_new: RINGSOCK_FAULT is (re)read; a bad one fails loop creation with -EINVAL;
  * ring:tiny swaps opts for a copy with a 2-entry ring (8 CQ entries). */
-#define RS_FAULT_LOOP_NEW(opts)                                   \
-    struct rs_loop_opts rs_fault_opts_;                           \
-    do {                                                          \
+#define RS_FAULT_LOOP_NEW(opts)                                         \
+    struct rs_loop_opts rs_fault_opts_;                                 \
+    do {                                                                \
         int rs_fault_r_ = rs__fault_loop_new(&(opts), &rs_fault_opts_); \
-        if (rs_fault_r_ < 0)                                      \
-            return rs_fault_r_;                                   \
+        if (rs_fault_r_ < 0)                                            \
+            return rs_fault_r_;                                         \
     } while (0)
 /* loop.c rs__loop_submit: an error fault completes op with the error instead of issuing it. */
-#define RS_FAULT_SUBMIT(loop, op)                 \
-    do {                                          \
-        if (rs__fault_submit((loop), (op))) {     \
-            (loop)->pending++;                    \
-            (loop)->stats.submitted++;            \
-            return 0;                             \
-        }                                         \
+#define RS_FAULT_SUBMIT(loop, op)             \
+    do {                                      \
+        if (rs__fault_submit((loop), (op))) { \
+            (loop)->pending++;                \
+            (loop)->stats.submitted++;        \
+            return 0;                         \
+        }                                     \
     } while (0)
 /* loop.c rs__op_complete: drop what the layer kept for op (a clamped msghdr copy). */
 #define RS_FAULT_OP_DONE(op) rs__fault_op_done(op)
 /* op.c rs__op_try: the syscall "returned" r (and errno) without being made, or was made shorter;
  * the code at label handles r as it would a real result (EINTR: try again, EAGAIN: wait). */
-#define RS_FAULT_TRY(op, events, r, label)                 \
-    do {                                                   \
-        if (rs__fault_try((op), (events), &(r)))           \
-            goto label;                                    \
+#define RS_FAULT_TRY(op, events, r, label)       \
+    do {                                         \
+        if (rs__fault_try((op), (events), &(r))) \
+            goto label;                          \
     } while (0)
 #define RS_FAULT_LABEL(label) \
     label:

@@ -40,11 +40,12 @@ static void report(void)
     if (!getenv("T_FAULT_REPORT") || !spec_now)
         return;
     static const char *const pairs[][2] = {
-        { "send", "eintr" }, { "send", "eagain" }, { "send", "short" }, { "send", "enomem" },
-        { "send", "econnreset" }, { "send", "epipe" }, { "recv", "eintr" }, { "recv", "eagain" },
-        { "recv", "short" }, { "recv", "enomem" }, { "recv", "econnreset" }, { "recv", "enobufs" },
-        { "accept", "eintr" }, { "accept", "eagain" }, { "accept", "enomem" }, { "accept", "emfile" },
-        { "accept", "enobufs" }, { "wait", "eintr" }, { "sqe", "full" }, { "ring", "tiny" }, { "regbuf", "fail" },
+        { "send", "eintr" },      { "send", "eagain" },   { "send", "short" },      { "send", "enomem" },
+        { "send", "econnreset" }, { "send", "epipe" },    { "recv", "eintr" },      { "recv", "eagain" },
+        { "recv", "short" },      { "recv", "enomem" },   { "recv", "econnreset" }, { "recv", "enobufs" },
+        { "accept", "eintr" },    { "accept", "eagain" }, { "accept", "enomem" },   { "accept", "emfile" },
+        { "accept", "enobufs" },  { "wait", "eintr" },    { "sqe", "full" },        { "ring", "tiny" },
+        { "regbuf", "fail" },
     };
     char line[1024];
     int n = snprintf(line, sizeof line, "fault-report %s [%s]:", getenv("RINGSOCK_BACKEND"), spec_now);
@@ -84,8 +85,8 @@ struct sender {
     rs_socket *s;
     const unsigned char *buf;
     size_t len;
-    size_t sent;   /* bytes rs_sendall_ex reported sent, over all its calls */
-    int errors;    /* calls that ended in an error (resumed where they stopped) */
+    size_t sent; /* bytes rs_sendall_ex reported sent, over all its calls */
+    int errors;  /* calls that ended in an error (resumed where they stopped) */
     int last_err;
     bool use_file; /* rs_sendfile from a temp file holding buf */
 };
@@ -126,7 +127,10 @@ static void *send_main(void *p)
     return NULL;
 }
 
-enum rx_mode { RX_RECV, RX_WAITALL };
+enum rx_mode {
+    RX_RECV,
+    RX_WAITALL
+};
 
 struct rx {
     size_t got;
@@ -144,7 +148,8 @@ static struct rx receive(rs_socket *s, unsigned char *out, size_t cap, enum rx_m
         if (want == 0)
             want = 1; /* anything more than cap is a duplicate: read it to see it */
         unsigned char extra;
-        ssize_t n = rs_recv(s, cap - r.got ? out + r.got : &extra, want, mode == RX_WAITALL ? MSG_WAITALL : 0);
+        ssize_t n =
+            rs_recv(s, cap - r.got ? out + r.got : &extra, want, mode == RX_WAITALL ? MSG_WAITALL : 0);
         if (n == 0)
             return r;
         if (n < 0) {
@@ -154,8 +159,8 @@ static struct rx receive(rs_socket *s, unsigned char *out, size_t cap, enum rx_m
         }
         ck_assert_msg(r.got + (size_t)n <= cap, "more bytes than were sent");
         if (mode == RX_WAITALL && (size_t)n < want)
-            ck_assert_msg(r.got + (size_t)n == cap, "MSG_WAITALL came back short (%zd of %zu) before the end", n,
-                          want);
+            ck_assert_msg(r.got + (size_t)n == cap, "MSG_WAITALL came back short (%zd of %zu) before the end",
+                          n, want);
         r.got += (size_t)n;
     }
     ck_abort_msg("receive did not end");
@@ -198,15 +203,19 @@ static struct run transfer(size_t len, enum rx_mode mode, bool use_file)
 START_TEST(spec_errors_reported)
 {
     static const char *bad[] = {
-        "bogus:eintr", "send:emfile", "send:eintr", "send:eintr=1", "recv:eagain=2/2", "send:short=0",
-        "send:short=first0", "send:short=3/2", "send", "send:short,", ",send:short", "wait:eintr=x",
-        "seed=0", "ring:tiny=1/0", "regbuf:nope", "accept:short",
+        "bogus:eintr",  "send:emfile",       "send:eintr",     "send:eintr=1",  "recv:eagain=2/2",
+        "send:short=0", "send:short=first0", "send:short=3/2", "send",          "send:short,",
+        ",send:short",  "wait:eintr=x",      "seed=0",         "ring:tiny=1/0", "regbuf:nope",
+        "accept:short",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(rs__fault_set(bad[i]) == -EINVAL, "\"%s\" was accepted", bad[i]);
     static const char *good[] = {
-        "", "send:short", "send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail",
-        "seed=42,recv:enobufs=1/3", "ring:tiny,wait:eintr=2",
+        "",
+        "send:short",
+        "send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail",
+        "seed=42,recv:enobufs=1/3",
+        "ring:tiny,wait:eintr=2",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         ck_assert_msg(rs__fault_set(good[i]) == 0, "\"%s\" was refused", good[i]);
