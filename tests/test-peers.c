@@ -310,9 +310,10 @@ END_TEST
 
 /* ---- a peer that never reads ----------------------------------------------------------------- */
 
-/* rs_sendall to a peer that does not read: -ETIMEDOUT once the timeout (the whole call's) has
- * passed, and rs_sendall_ex's *sent is exactly what the peer later reads — nothing lost, nothing
- * sent twice. A non-blocking send to the full socket is -EAGAIN and sends nothing. */
+/* rs_sendall / rs_sendall_ex to a peer that does not read: -ETIMEDOUT once the timeout (the
+ * whole call's) has passed, *sent > 0; a non-blocking send to the full socket is -EAGAIN. What
+ * the peer later reads is a prefix of the data, at least *sent bytes long (the second timed-out
+ * call adds an unknown amount; the exact count is the next test's). */
 START_TEST(never_reads_sendall_timeout)
 {
     sigpipe_default();
@@ -366,7 +367,8 @@ START_TEST(never_reads_sendall_timeout)
 }
 END_TEST
 
-/* The same with one timed-out call only: the peer reads exactly rs_sendall_ex's *sent bytes. */
+/* One timed-out rs_sendall_ex only: the peer reads exactly *sent bytes, and they are the first
+ * *sent bytes of the data (SHA-256): nothing lost, nothing sent twice. */
 START_TEST(never_reads_sendall_ex_reports_sent)
 {
     sigpipe_default();
