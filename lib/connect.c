@@ -107,7 +107,9 @@ static int source_for(struct he *h, int family, const struct sockaddr **sa, sock
     if (!s->family) {
         struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
         struct addrinfo *res = NULL;
-        int e = getaddrinfo(h->opts.source_host, h->opts.source_port, &hints, &res);
+        int e = h->opts.source_port && rs__port_out_of_range(h->opts.source_port)
+                    ? EAI_SERVICE
+                    : getaddrinfo(h->opts.source_host, h->opts.source_port, &hints, &res);
         s->family = family;
         if (e != 0) {
             s->err = e == EAI_SYSTEM ? -errno : RS_EAI(e);
@@ -401,6 +403,8 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
 /* getaddrinfo: numeric first (no resolver, never blocks), then the resolver. */
 static int resolve(const char *host, const char *port, int family, bool numeric_only, struct addrinfo **res)
 {
+    if (rs__port_out_of_range(port))
+        return EAI_SERVICE;
     struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
     int e = getaddrinfo(host, port, &hints, res);
     if (e == EAI_NONAME && !numeric_only) {
@@ -552,6 +556,11 @@ EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, co
     if (r < 0) {
         free(h);
         return r;
+    }
+    if (h->timeout == 0) {
+        /* a non-blocking connect has no meaning when the loop does the waiting */
+        free(h);
+        return -EINVAL;
     }
     h->finish = async_finish;
     h->cb = cb;

@@ -35,6 +35,8 @@ EXPORT int rs_create_server(rs_socket **out, const char *host, const char *port,
         host = NULL;
     if (!port || !*port)
         port = "0";
+    if (rs__port_out_of_range(port))
+        return RS_EAI(EAI_SERVICE);
     struct addrinfo *res = NULL;
     int e = getaddrinfo(host, port, &hints, &res);
     if (e == EAI_NONAME && host) {

@@ -42,4 +42,19 @@ int64_t rs__sock_deadline(const struct rs_socket *s);
 /* Run op on the calling thread's default loop. */
 int rs__sock_exec(struct rs_op *op);
 
+/* A port of only digits above 65535: getaddrinfo keeps its low 16 bits ("99999" -> 34463) where
+ * socket.py refuses it. Callers answer RS_EAI(EAI_SERVICE). */
+static inline bool rs__port_out_of_range(const char *port)
+{
+    size_t n = 0;
+    unsigned long v = 0;
+    for (const char *p = port; *p; p++, n++) {
+        if (*p < '0' || *p > '9')
+            return false; /* a service name, or not a port: getaddrinfo judges */
+        if (v <= 65535)
+            v = v * 10 + (unsigned long)(*p - '0');
+    }
+    return n > 0 && v > 65535;
+}
+
 #endif

@@ -786,6 +786,26 @@ END_TEST
 
 /* What the loop says it was granted matches the backend, and RINGSOCK_URING_LEGACY (the suite's
  * uring-legacy run) takes the multishot operations away without changing any other test. */
+static void never_cb(rs_conn *c, int status, void *user)
+{
+    (void)c;
+    (void)status;
+    (void)user;
+    ck_abort_msg("a refused rs_conn_connect called back");
+}
+
+/* Non-blocking mode (timeout 0) means nothing when the loop does the waiting: refused, no call. */
+START_TEST(conn_connect_timeout_zero_refused)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
+    o.timeout = 0;
+    ck_assert_int_eq(rs_conn_connect(l, "127.0.0.1", "9", &o, never_cb, NULL), -EINVAL);
+    ck_assert_uint_eq(rs_loop_pending(l), 0);
+    loop_free(l);
+}
+END_TEST
+
 START_TEST(features_say_what_was_granted)
 {
     rs_loop *l = loop_new(0, 0, 0);
@@ -2297,6 +2317,7 @@ static Suite *make_suite(void)
     tc = tcase(s, "receive", 60);
     tcase_add_test(tc, tiny_buffer_ring_enobufs_no_loss);
     tcase_add_test(tc, features_say_what_was_granted);
+    tcase_add_test(tc, conn_connect_timeout_zero_refused);
     tcase_add_test(tc, read_stop_then_start);
     tcase_add_test(tc, read_stop_in_callback_loses_nothing);
     tcase_add_test(tc, read_stop_start_same_turn);

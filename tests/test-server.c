@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,41 @@ static void round_trip(rs_socket *server, int family, char peer_host[INET6_ADDRS
 }
 
 /* ---- binding -------------------------------------------------------------------------------- */
+
+/* getaddrinfo keeps 16 bits of a numeric port ("99999" would bind 34463): like socket.py, a port
+ * above 65535 is refused, for the server, the client and the client's source port alike. */
+START_TEST(port_above_65535_refused)
+{
+    int fds = t_fd_count();
+    rs_socket *s = NULL;
+    ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "99999", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "65536", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "000000000000000000000099999", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_ptr_null(s);
+    ck_assert_int_eq(rs_create_connection(&s, "127.0.0.1", "99999", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_int_eq(rs_create_connection(&s, "::1", "70000", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_ptr_null(s);
+    /* the source port: the attempt fails with it, the call with the last attempt's error */
+    rs_socket *l = NULL;
+    ASSERT_ERR(rs_create_server(&l, "127.0.0.1", "0", NULL), 0);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    ASSERT_ERR(rs_getsockname(l, &ss, &len), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%u", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
+    o.source_host = "127.0.0.1";
+    o.source_port = "99999";
+    ck_assert_int_eq(rs_create_connection(&s, "127.0.0.1", port, &o), RS_EAI(EAI_SERVICE));
+    ck_assert_ptr_null(s);
+    /* and the same call with an ordinary source port works */
+    o.source_port = "0";
+    ASSERT_ERR(rs_create_connection(&s, "127.0.0.1", port, &o), 0);
+    ck_assert_int_eq(rs_close(s), 0);
+    ck_assert_int_eq(rs_close(l), 0);
+    ck_assert_int_eq(t_fd_count(), fds);
+}
+END_TEST
 
 START_TEST(server_ephemeral_port)
 {
@@ -478,6 +514,7 @@ static Suite *make_suite(void)
     Suite *s = suite_create("server");
     TCase *tc = tcase(s, "bind", 10, false);
     tcase_add_test(tc, server_ephemeral_port);
+    tcase_add_test(tc, port_above_65535_refused);
     tcase_add_test(tc, server_any_address);
     tcase_add_test(tc, server_socket_timeout_is_default);
 

@@ -82,7 +82,8 @@ typedef void (*rs_connect_cb)(rs_conn *c, int status, void *user);
 /* The completion-API twin of rs_create_connection: the same attempts, deadline and Happy
  * Eyeballs, run on loop; host names are resolved on a helper thread so the loop never blocks
  * (numeric hosts need none). opts (copied) may be NULL; opts->report, strings included, must
- * stay valid until cb. Returns 0 (cb follows, from the loop) or -EINVAL / -ENOMEM. */
+ * stay valid until cb. Returns 0 (cb follows, from the loop) or -EINVAL (also for a timeout of 0:
+ * non-blocking mode means nothing when the loop waits) / -ENOMEM. */
 int rs_conn_connect(rs_loop *loop, const char *host, const char *port, const struct rs_connect_opts *opts,
                     rs_connect_cb cb, void *user);
 
