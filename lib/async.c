@@ -31,6 +31,8 @@ struct send_req {
     size_t report; /* what cb is told on success: len, or a whole rs_conn_sendv's total */
     int file_fd;    /* >= 0: rs_conn_sendfile, len bytes of file_fd from file_off (buf unused) */
     bool more;      /* an rs_conn_sendv piece with more pieces after it (cancelled together) */
+    bool shut;      /* rs_conn_shutdown: SHUT_WR once everything before it is sent; report =
+                       its result */
     int64_t file_off;
     rs_send_cb cb;
     void *user;
@@ -591,8 +593,12 @@ static void send_cb(struct rs_op *op)
     } else if (res >= 0) {
         size_t n = (size_t)res;
         c->sq_bytes -= n;
+        bool shut_done = op->kind == RS_OP_DEFER;
         while (c->sq_head) {
             struct send_req *q = c->sq_head;
+            if (q->shut && !shut_done)
+                break; /* its turn comes: send_kick shuts down */
+            shut_done = false;
             size_t left = q->len - q->off;
             if (n < left) {
                 q->off += n; /* a short send: the rest goes in the next operation */
@@ -634,20 +640,31 @@ static void send_cb(struct rs_op *op)
 static void send_kick(struct rs_conn *c)
 {
     struct send_req *q = c->sq_head;
+    if (q->shut) {
+        /* everything queued before it is sent: shut down now, complete from the loop */
+        q->report = shutdown(c->fd, SHUT_WR) < 0 ? -errno : 0;
+        conn_op(c, &c->snd_op, RS_OP_DEFER, send_cb);
+        c->snd_op.fd = -1;
+        c->sq_inflight = 1;
+        if (submit(c, &c->snd_op) == 0)
+            c->snd_armed = true;
+        return;
+    }
     if (q->file_fd >= 0) {
         conn_op(c, &c->snd_op, RS_OP_SENDFILE, send_cb);
         c->snd_op.u.splice.fd_in = q->file_fd;
         c->snd_op.u.splice.off_in = q->file_off + (int64_t)q->off;
         size_t left = q->len - q->off;
         c->snd_op.u.splice.len = left > SENDFILE_CHUNK ? SENDFILE_CHUNK : left;
-    } else if (!q->next || q->next->file_fd >= 0 || (!c->batch && !(c->batch = malloc(sizeof *c->batch)))) {
+    } else if (!q->next || q->next->file_fd >= 0 || q->next->shut ||
+               (!c->batch && !(c->batch = malloc(sizeof *c->batch)))) {
         /* one buffer (or no memory for a batch: the queue drains one send at a time) */
         conn_op(c, &c->snd_op, RS_OP_SEND, send_cb);
         c->snd_op.u.io.buf = (void *)(uintptr_t)(q->buf + q->off);
         c->snd_op.u.io.len = q->len - q->off;
     } else {
         int n = 0;
-        for (; q && q->file_fd < 0 && n < SEND_BATCH; q = q->next, n++) {
+        for (; q && q->file_fd < 0 && !q->shut && n < SEND_BATCH; q = q->next, n++) {
             c->batch->iov[n].iov_base = (void *)(uintptr_t)(q->buf + q->off);
             c->batch->iov[n].iov_len = q->len - q->off;
         }
@@ -833,6 +850,23 @@ EXPORT int rs_conn_send_cancel(rs_conn *c, void *user)
     }
     maybe_resume_reading(c);
     return n;
+}
+
+EXPORT int rs_conn_shutdown(rs_conn *c, rs_send_cb cb, void *user)
+{
+    if (!c)
+        return -EINVAL;
+    if (c->closing)
+        return -EBADF;
+    if (!role_ok(c, ROLE_STREAM))
+        return -EINVAL;
+    struct send_req *q = req_new(c);
+    if (!q)
+        return -ENOMEM;
+    *q = (struct send_req){ .file_fd = -1, .shut = true, .cb = cb, .user = user };
+    queue_send(c, q);
+    after_queue(c);
+    return 0;
 }
 
 EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c && c->role == ROLE_STREAM ? c->sq_bytes : 0; }

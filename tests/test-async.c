@@ -786,6 +786,96 @@ END_TEST
 
 /* What the loop says it was granted matches the backend, and RINGSOCK_URING_LEGACY (the suite's
  * uring-legacy run) takes the multishot operations away without changing any other test. */
+/* ---- half-close ---- */
+
+static void late_sent(rs_conn *c, ssize_t status, void *user)
+{
+    (void)c;
+    *(ssize_t *)user = status;
+}
+
+struct halfclose {
+    int sends_done, shut_calls, shut_status, order_bad, eof;
+    char got[64];
+    size_t got_len;
+};
+
+static void hc_sent(rs_conn *c, ssize_t status, void *user)
+{
+    (void)c;
+    struct halfclose *h = user;
+    if (status != 5 || h->shut_calls)
+        h->order_bad++;
+    h->sends_done++;
+}
+
+static void hc_shut(rs_conn *c, ssize_t status, void *user)
+{
+    (void)c;
+    struct halfclose *h = user;
+    if (h->sends_done != 3)
+        h->order_bad++;
+    h->shut_calls++;
+    h->shut_status = (int)status;
+}
+
+static void hc_read(rs_conn *c, ssize_t n, const void *data, void *user)
+{
+    (void)c;
+    struct halfclose *h = user;
+    if (n > 0 && h->got_len + (size_t)n <= sizeof h->got) {
+        memcpy(h->got + h->got_len, data, (size_t)n);
+        h->got_len += (size_t)n;
+    } else if (n == 0) {
+        h->eof++;
+    }
+}
+
+/* rs_conn_shutdown: after the three queued sends, in order; the peer reads them then EOF, and can
+ * still answer, which we receive; a send after the shutdown fails. */
+START_TEST(conn_shutdown_half_close_after_queued_sends)
+{
+    rs_loop *l = loop_new(0, 0, 0);
+    int cfd;
+    rs_conn *c = pair(l, &cfd, (struct bufs){ 0 });
+    static struct halfclose h;
+    memset(&h, 0, sizeof h);
+    ASSERT_ERR(rs_conn_read_start(c, hc_read, &h), 0);
+    for (int i = 0; i < 3; i++)
+        ASSERT_ERR(rs_conn_send(c, "hello", 5, hc_sent, &h), 0);
+    ASSERT_ERR(rs_conn_shutdown(c, hc_shut, &h), 0);
+    ck_assert_int_eq(h.shut_calls, 0); /* never inside the call */
+    RUN_UNTIL(l, h.shut_calls == 1, 5);
+    ck_assert_int_eq(h.shut_status, 0);
+    ck_assert_int_eq(h.order_bad, 0);
+    /* the peer: 15 bytes, then EOF */
+    char buf[32];
+    size_t got = 0;
+    for (int i = 0; i < 100 && got < sizeof buf; i++) {
+        ssize_t n = recv(cfd, buf + got, sizeof buf - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    ck_assert_uint_eq(got, 15);
+    ck_assert_int_eq(memcmp(buf, "hellohellohello", 15), 0);
+    /* our side still receives */
+    ck_assert_int_eq(send(cfd, "bye", 3, 0), 3);
+    RUN_UNTIL(l, h.got_len == 3, 5);
+    ck_assert_int_eq(memcmp(h.got, "bye", 3), 0);
+    /* a send after the shutdown: the stream is closed for writing */
+    static ssize_t late = 1;
+    late = 1;
+    ASSERT_ERR(rs_conn_send(c, "x", 1, late_sent, &late), 0);
+    RUN_UNTIL(l, late != 1, 5);
+    ck_assert_int_eq(late, -EPIPE);
+    close(cfd);
+    RUN_UNTIL(l, h.eof == 1, 5);
+    close_and_wait(l, c);
+    loop_free(l);
+}
+END_TEST
+
 static void never_cb(rs_conn *c, int status, void *user)
 {
     (void)c;
@@ -2318,6 +2408,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, tiny_buffer_ring_enobufs_no_loss);
     tcase_add_test(tc, features_say_what_was_granted);
     tcase_add_test(tc, conn_connect_timeout_zero_refused);
+    tcase_add_test(tc, conn_shutdown_half_close_after_queued_sends);
     tcase_add_test(tc, read_stop_then_start);
     tcase_add_test(tc, read_stop_in_callback_loses_nothing);
     tcase_add_test(tc, read_stop_start_same_turn);

@@ -69,6 +69,11 @@ int rs_conn_read_stop(rs_conn *c);
 /* Send all of buf (it must stay valid until cb); sends on one conn complete in the order they
  * were made, each with its full length, short sends continued internally. cb may be NULL. */
 int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, void *user);
+/* Half-close (socket.py's shutdown(SHUT_WR)), ordered with the sends: once every send made before
+ * it is written, the write side is shut down (the peer reads EOF; we can still receive). cb (may
+ * be NULL) gets 0 or the shutdown(2) error; later sends fail (-EPIPE). */
+int rs_conn_shutdown(rs_conn *c, rs_send_cb cb, void *user);
+
 /* Bytes accepted by rs_conn_send and not yet completed. */
 size_t rs_conn_send_pending(const rs_conn *c);
 
