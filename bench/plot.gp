@@ -40,7 +40,7 @@ set yrange [0:2.5]
 set ylabel "throughput / baseline"
 plot datafile using 0:2:(col(strcol(6))) with boxes lc rgb variable, \
      "" using 0:2:3:4 with yerrorbars lc rgb "black" pt 0, \
-     "" using 0:4:(sprintf("%.2f", $2)) with labels offset 0,0.8 font ",9", \
+     "" using 0:($4 > 2.3 ? 2.3 : $4):(sprintf("%.2f", $2)) with labels offset 0,0.8 font ",9", \
      1.0 with lines lc rgb "gray30" dt 2 lw 1.5
 
 set tmargin 1
