@@ -129,8 +129,10 @@ int rs_getsockopt(rs_socket *s, int level, int name, void *val, socklen_t *len);
 /* SHUT_RD, SHUT_WR, SHUT_RDWR. */
 int rs_shutdown(rs_socket *s, int how);
 
-/* Close the fd and free s. NULL is accepted (returns 0). Using s afterwards is undefined, as
- * with free(). Returns 0 or the error of close(2) (the memory is freed in any case). */
+/* Close s: 0 (NULL is accepted). Calls blocked on s in other threads are woken (shutdown) and
+ * return -EBADF; the fd is closed when the last of them, and the last rs_file made from s, lets
+ * go (socket.py's _io_refs). A second rs_close while another thread still holds s returns
+ * -EBADF. Using s after its close returned is undefined, as with free(). */
 int rs_close(rs_socket *s);
 
 #ifdef __cplusplus
