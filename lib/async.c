@@ -707,31 +707,43 @@ static void after_queue(struct rs_conn *c)
     }
 }
 
+/* May c take a send (or shutdown) now? 0, or why not. */
+static int send_ok(const struct rs_conn *c)
+{
+    if (c->closing)
+        return -EBADF;
+    return role_ok(c, ROLE_STREAM) ? 0 : -EINVAL;
+}
+
+/* Queue one request made from r (a send, a sendfile or a shutdown). */
+static int send_one(struct rs_conn *c, const struct send_req *r)
+{
+    struct send_req *q = req_new(c);
+    if (!q)
+        return -ENOMEM;
+    *q = *r;
+    queue_send(c, q);
+    after_queue(c);
+    return 0;
+}
+
 EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, void *user)
 {
     if (!c || (!buf && len))
         return -EINVAL;
-    if (c->closing)
-        return -EBADF;
-    if (!role_ok(c, ROLE_STREAM))
-        return -EINVAL;
-    struct send_req *q = req_new(c);
-    if (!q)
-        return -ENOMEM;
-    *q = (struct send_req){ .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb, .user = user };
-    queue_send(c, q);
-    after_queue(c);
-    return 0;
+    int r = send_ok(c);
+    return r < 0 ? r
+                 : send_one(c, &(struct send_req){ .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb,
+                                                   .user = user });
 }
 
 EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_send_cb cb, void *user)
 {
     if (!c || !iov || iovcnt <= 0 || iovcnt > SEND_BATCH)
         return -EINVAL;
-    if (c->closing)
-        return -EBADF;
-    if (!role_ok(c, ROLE_STREAM))
-        return -EINVAL;
+    int r = send_ok(c);
+    if (r < 0)
+        return r;
     struct send_req *q[SEND_BATCH];
     size_t total = 0;
     for (int i = 0; i < iovcnt; i++) {
@@ -762,10 +774,9 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
 {
     if (!c || fd < 0 || offset < 0)
         return -EINVAL;
-    if (c->closing)
-        return -EBADF;
-    if (!role_ok(c, ROLE_STREAM))
-        return -EINVAL;
+    int r = send_ok(c);
+    if (r < 0)
+        return r;
     if (count == 0) {
         struct stat st;
         if (fstat(fd, &st) < 0)
@@ -774,14 +785,8 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
             return -EINVAL; /* "to EOF" needs a size; for pipes give a count */
         count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
     }
-    struct send_req *q = req_new(c);
-    if (!q)
-        return -ENOMEM;
-    *q = (struct send_req){ .len = count, .report = count, .file_fd = fd, .file_off = offset, .cb = cb,
-                            .user = user };
-    queue_send(c, q);
-    after_queue(c);
-    return 0;
+    return send_one(c, &(struct send_req){ .len = count, .report = count, .file_fd = fd, .file_off = offset,
+                                           .cb = cb, .user = user });
 }
 
 static void cancelled_cb(struct rs_op *op)
@@ -856,17 +861,8 @@ EXPORT int rs_conn_shutdown(rs_conn *c, rs_send_cb cb, void *user)
 {
     if (!c)
         return -EINVAL;
-    if (c->closing)
-        return -EBADF;
-    if (!role_ok(c, ROLE_STREAM))
-        return -EINVAL;
-    struct send_req *q = req_new(c);
-    if (!q)
-        return -ENOMEM;
-    *q = (struct send_req){ .file_fd = -1, .shut = true, .cb = cb, .user = user };
-    queue_send(c, q);
-    after_queue(c);
-    return 0;
+    int r = send_ok(c);
+    return r < 0 ? r : send_one(c, &(struct send_req){ .file_fd = -1, .shut = true, .cb = cb, .user = user });
 }
 
 EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c && c->role == ROLE_STREAM ? c->sq_bytes : 0; }
