@@ -120,6 +120,19 @@ static void req_free(struct rs_conn *c, struct send_req *q)
         free(q);
 }
 
+/* Call back and free a detached list of requests, in order, each with status (sendv pieces but
+ * the last have no callback). */
+static void fail_reqs(struct rs_conn *c, struct send_req *q, ssize_t status)
+{
+    while (q) {
+        struct send_req *next = q->next;
+        if (q->cb)
+            q->cb(c, status, q->user);
+        req_free(c, q);
+        q = next;
+    }
+}
+
 
 static void conn_op(struct rs_conn *c, struct rs_op *op, int kind, rs_op_cb cb)
 {
@@ -151,13 +164,7 @@ static void finish_close(struct rs_conn *c)
         }
         struct send_req *q = c->sq_head;
         c->sq_head = c->sq_tail = NULL;
-        while (q) {
-            struct send_req *next = q->next;
-            if (q->cb)
-                q->cb(c, -ECANCELED, q->user);
-            req_free(c, q);
-            q = next;
-        }
+        fail_reqs(c, q, -ECANCELED);
     }
     c->loop->ops->forget_fd(c->loop, c->fd);
     close(c->fd);
@@ -795,13 +802,7 @@ static void cancelled_cb(struct rs_op *op)
     c->cx_armed = false;
     struct send_req *q = c->cx_head;
     c->cx_head = c->cx_tail = NULL;
-    while (q) {
-        struct send_req *next = q->next;
-        if (q->cb)
-            q->cb(c, -ECANCELED, q->user);
-        req_free(c, q);
-        q = next;
-    }
+    fail_reqs(c, q, -ECANCELED);
     op_done(c);
 }
 
