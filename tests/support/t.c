@@ -138,7 +138,7 @@ double t_slack(void)
 {
     const char *e = getenv("T_SLACK");
     double v = e ? strtod(e, NULL) : 0.0;
-    return v > 0 ? v : 0.1;
+    return v > 0 ? v : 0.25;
 }
 
 void t_sleep(double seconds)
