@@ -53,7 +53,8 @@ struct he {
     double timeout, delay;
     int64_t deadline;
     int64_t t0; /* when the call began: the report's times count from it */
-    struct attempt *a; /* n of them: inl, or (async, sized once resolved) their own block */
+    struct attempt *a; /* n of them: the caller's stack (blocking, few addresses) or a_owned */
+    bool a_owned;
     size_t n, next, inflight;
     struct source src[2];
     int last_err;
@@ -74,10 +75,13 @@ struct he {
     char pipebuf[1];
     struct rs_op wake;
     atomic_int refs; /* the loop side and the resolver thread */
-    /* Sized to the address count: a fixed MAX_ADDRS array made every call calloc and zero 21 KB,
-     * most of a numeric connect's user-space instructions (callgrind). */
-    struct attempt inl[];
 };
+
+/* A blocking call with at most this many addresses (a literal IP, a typical A + AAAA answer)
+ * keeps its whole state on the stack: calloc + free of it were ~400 of a numeric connect's
+ * ~1,900 user-space instructions (callgrind, bench/connect). A fixed MAX_ADDRS array before that
+ * had made every call zero 21 KB. */
+#define STACK_ATTEMPTS 4
 
 static void report_add(struct he *h, struct attempt *a, int err)
 {
@@ -356,13 +360,12 @@ static void he_start(struct he *h, const struct addrinfo *list)
 {
     if (!h->a) {
         size_t n = count_addrs(list);
-        h->a = n ? calloc(n, sizeof *h->a) : h->inl;
-        if (!h->a) {
-            h->a = h->inl;
+        if (n && !(h->a = malloc(n * sizeof *h->a))) {
             h->last_err = -ENOMEM; /* no attempt: the machine finishes with this */
             step(h);
             return;
         }
+        h->a_owned = true;
     }
     h->n = order(list, h->a, h->opts.interleave);
     for (size_t i = 0; i < h->n; i++)
@@ -382,21 +385,25 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
     int r = rs_loop_default(&loop);
     if (r < 0)
         return r;
-    struct he *h = calloc(1, sizeof *h + count_addrs(list) * sizeof h->inl[0]);
-    if (!h)
+    struct he hs;
+    struct attempt as[STACK_ATTEMPTS];
+    struct he *h = &hs;
+    memset(h, 0, sizeof *h); /* the attempts: order() fills each */
+    size_t n = count_addrs(list);
+    h->a = n <= STACK_ATTEMPTS ? as : malloc(n * sizeof *h->a);
+    if (!h->a)
         return -ENOMEM;
-    h->a = h->inl;
+    h->a_owned = h->a != as;
     r = he_init(h, loop, opts);
-    if (r < 0) {
-        free(h);
-        return r;
+    if (r == 0) {
+        h->finish = blocking_finish;
+        he_start(h, list);
+        while (!h->done)
+            rs_loop_run(loop, RS_RUN_ONCE);
+        r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout) : h->result;
     }
-    h->finish = blocking_finish;
-    he_start(h, list);
-    while (!h->done)
-        rs_loop_run(loop, RS_RUN_ONCE);
-    r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout) : h->result;
-    free(h);
+    if (h->a_owned)
+        free(h->a);
     return r;
 }
 
@@ -497,7 +504,7 @@ static void he_free(struct he *h)
         close(h->pipefd[1]);
     free(h->host);
     free(h->port);
-    if (h->a != h->inl)
+    if (h->a_owned)
         free(h->a);
     free(h);
 }
