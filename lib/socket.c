@@ -477,3 +477,112 @@ EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t
     }
     return r;
 }
+
+/* ---- datagrams and general messages: sendto, recvfrom, sendmsg, recvmsg; detach ---------------- */
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024 /* Linux's UIO_MAXIOV, for libcs that do not say */
+#endif
+
+/* One message operation on s: the same deadline rules as io_op. The backends hand msg to
+ * sendmsg(2)/recvmsg(2) (or IORING_OP_SENDMSG/RECVMSG) as it is, so the kernel writes
+ * msg_namelen and msg_flags back into the caller's msghdr on every backend. */
+static ssize_t msg_op(rs_socket *s, int kind, struct msghdr *msg, int flags)
+{
+    if (!rs__sock_begin(s))
+        return -EBADF;
+    struct rs_op op;
+    rs__sock_op(&op, s, kind, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
+    op.u.msg = msg;
+    op.flags = flags;
+    return rs__sock_call(s, &op);
+}
+
+/* Refused here rather than by the kernel: the fault-injection layer walks msg_iov before any
+ * syscall sees it, and a NULL buffer is -EFAULT as for rs_send. */
+static int msg_check(const struct msghdr *msg)
+{
+    if (!msg || (size_t)msg->msg_iovlen > IOV_MAX)
+        return -EINVAL;
+    if (!msg->msg_iov && msg->msg_iovlen)
+        return -EFAULT;
+    for (size_t i = 0; i < (size_t)msg->msg_iovlen; i++)
+        if (!msg->msg_iov[i].iov_base && msg->msg_iov[i].iov_len)
+            return -EFAULT;
+    return 0;
+}
+
+EXPORT ssize_t rs_sendto(rs_socket *s, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                         socklen_t tolen)
+{
+    if (!to)
+        return rs_send(s, buf, len, flags);
+    if (!buf && len)
+        return s ? -EFAULT : -EBADF;
+    if (tolen < sizeof(sa_family_t))
+        return s ? -EINVAL : -EBADF;
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct msghdr msg = {
+        .msg_name = (void *)(uintptr_t)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1
+    };
+    return msg_op(s, RS_OP_SENDMSG, &msg, flags);
+}
+
+EXPORT ssize_t rs_recvfrom(rs_socket *s, void *buf, size_t len, int flags, struct sockaddr *from,
+                           socklen_t *fromlen)
+{
+    if ((from == NULL) != (fromlen == NULL))
+        return s ? -EINVAL : -EBADF;
+    if (!from)
+        return rs_recv(s, buf, len, flags);
+    if (!buf && len)
+        return s ? -EFAULT : -EBADF;
+    struct iovec iov = { .iov_base = buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    /* The kernel copies at most *fromlen bytes of the address and stores its full length. */
+    struct msghdr msg = { .msg_name = from, .msg_namelen = *fromlen, .msg_iov = &iov, .msg_iovlen = 1 };
+    ssize_t r = msg_op(s, RS_OP_RECVMSG, &msg, flags);
+    if (r >= 0)
+        *fromlen = msg.msg_namelen;
+    return r;
+}
+
+EXPORT ssize_t rs_sendmsg(rs_socket *s, const struct msghdr *msg, int flags)
+{
+    int r = msg_check(msg);
+    if (r < 0)
+        return s ? r : -EBADF;
+    if (msg->msg_name && msg->msg_namelen && msg->msg_namelen < sizeof(sa_family_t))
+        return s ? -EINVAL : -EBADF;
+    /* sendmsg(2) only reads the msghdr; the kernel caps the iovecs' total at MAX_IO itself. */
+    return msg_op(s, RS_OP_SENDMSG, (struct msghdr *)(uintptr_t)msg, flags);
+}
+
+EXPORT ssize_t rs_recvmsg(rs_socket *s, struct msghdr *msg, int flags)
+{
+    int r = msg_check(msg);
+    if (r < 0)
+        return s ? r : -EBADF;
+    /* as rs_recv_fds: descriptors that arrive must not leak into a child's exec */
+    ssize_t n = msg_op(s, RS_OP_RECVMSG, msg, flags | MSG_CMSG_CLOEXEC);
+    /* recvmsg(2) echoes MSG_CMSG_CLOEXEC into msg_flags: show only what the caller asked for */
+    if (n >= 0 && !(flags & MSG_CMSG_CLOEXEC))
+        msg->msg_flags &= ~MSG_CMSG_CLOEXEC;
+    return n;
+}
+
+EXPORT int rs_detach(rs_socket *s)
+{
+    if (!s)
+        return -EBADF;
+    /* read before the detach frees s */
+    bool blocking = s->timeout == RS_TIMEOUT_NONE;
+    int fd = rs__sock_detach(s);
+    if (fd >= 0 && blocking) {
+        /* The object kept the fd O_NONBLOCK for the backends; socket.py hands out a blocking
+         * fd when the timeout is None, and the caller's plain read/send expect one. */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_NONBLOCK))
+            (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    }
+    return fd;
+}

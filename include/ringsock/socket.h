@@ -87,6 +87,48 @@ ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int *fds, s
  * bytes received, 0 at EOF, or an error as rs_recv. */
 ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags);
 
+/* Send one message to the address to (socket.sendto), on an unconnected datagram socket for
+ * instance; to NULL is rs_send (tolen ignored). MSG_NOSIGNAL is always added; the timeout and
+ * MSG_DONTWAIT apply as for rs_send. Returns bytes sent, or rs_send's errors and -EINVAL (tolen
+ * below sizeof(sa_family_t), or too short for the family), -EFAULT (buf NULL, len > 0),
+ * -EMSGSIZE (datagram too large), -EDESTADDRREQ, -EISCONN. */
+ssize_t rs_sendto(rs_socket *s, const void *buf, size_t len, int flags, const struct sockaddr *to,
+                  socklen_t tolen);
+
+/* Receive one message and its sender's address (socket.recvfrom_into): from/fromlen both NULL
+ * (then exactly rs_recv) or both set; on entry *fromlen is the room in from, on return the
+ * address's full length as recvfrom(2) gives it (the address is cut to the room; 0 when the
+ * socket has no peer address to give, as for TCP). A datagram longer than len is truncated and
+ * the rest discarded: the return is len, or the datagram's real length with MSG_TRUNC in flags.
+ * Errors as rs_recv: -EAGAIN, -ETIMEDOUT, -EFAULT (buf NULL, len > 0), -EINVAL (one of
+ * from/fromlen NULL). */
+ssize_t rs_recvfrom(rs_socket *s, void *buf, size_t len, int flags, struct sockaddr *from,
+                    socklen_t *fromlen);
+
+/* sendmsg(2) through the socket's loop (socket.sendmsg): msg's iovecs, msg_name (NULL or
+ * namelen 0 for a connected socket) and ancillary data as the caller built them; msg is only
+ * read. MSG_NOSIGNAL is always added; the timeout and MSG_DONTWAIT apply as for rs_send.
+ * Returns bytes sent (at most 0x7ffff000 per call, the kernel's cap), or -EINVAL (msg NULL,
+ * msg_iovlen above IOV_MAX, msg_namelen 1), -EFAULT (msg_iov NULL, or an iovec with a NULL
+ * base and a length), and sendmsg(2)'s errors as rs_send. */
+ssize_t rs_sendmsg(rs_socket *s, const struct msghdr *msg, int flags);
+
+/* recvmsg(2) through the socket's loop (socket.recvmsg_into): scatters into msg's iovecs and
+ * fills msg_name/msg_namelen, msg_control/msg_controllen and msg_flags (MSG_TRUNC, MSG_CTRUNC,
+ * ...) as recvmsg(2) does. MSG_CMSG_CLOEXEC is always added (and kept out of msg_flags unless
+ * the caller passed it): descriptors received (SCM_RIGHTS) are close-on-exec and the caller's
+ * to close. The timeout and MSG_DONTWAIT apply as for rs_recv; MSG_WAITALL is passed to the
+ * kernel as it is (on epoll/poll a stream receive may return fewer bytes). Returns bytes
+ * received, 0 at EOF, or -EINVAL/-EFAULT as rs_sendmsg and the errors of rs_recv. */
+ssize_t rs_recvmsg(rs_socket *s, struct msghdr *msg, int flags);
+
+/* socket.detach(): free s without closing its fd, and return the fd (now the caller's to
+ * close). The fd stays close-on-exec; it is left blocking when the timeout was RS_TIMEOUT_NONE
+ * and O_NONBLOCK otherwise, as socket.py leaves it. -EBUSY (s unchanged) while a call on s is
+ * in progress in another thread or an rs_file made from s is open; -EBADF for NULL or a socket
+ * rs_close has closed (while a file still holds it). */
+int rs_detach(rs_socket *s);
+
 /* Send count bytes (0 = to EOF) of file fd from *offset, or from fd's file position when offset is
  * NULL (and advance it), like socket.sendfile. Returns the bytes sent: fewer than count only at
  * EOF (the file's size when the call began); 0 for an offset at or past EOF.
