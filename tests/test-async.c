@@ -2389,11 +2389,8 @@ END_TEST
 
 static TCase *tcase(Suite *s, const char *name, double timeout)
 {
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
+    TCase *tc = t_tcase(s, name, timeout);
     tcase_add_checked_fixture(tc, pat_setup, NULL);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
     return tc;
 }
 

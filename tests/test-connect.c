@@ -920,26 +920,17 @@ END_TEST
 
 /* ---- suite ----------------------------------------------------------------------------------- */
 
-static TCase *tcase(Suite *s, const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("connect");
-    TCase *tc = tcase(s, "errors", 10);
+    TCase *tc = t_tcase(s, "errors", 10);
     tcase_add_test(tc, connect_refused_port);
     tcase_add_test(tc, connect_refused_every_address_reported);
     tcase_add_test(tc, connect_repeated_calls);
     tcase_add_test(tc, connect_bad_args);
 
     /* a resolver without a network may take its full retry time for .invalid */
-    tc = tcase(s, "resolve", 40);
+    tc = t_tcase(s, "resolve", 40);
     tcase_add_test(tc, connect_numeric_hosts);
     tcase_add_test(tc, connect_localhost_system_resolver);
     tcase_add_test(tc, connect_unknown_host);
@@ -953,24 +944,24 @@ static Suite *make_suite(void)
     suite_add_tcase(s, tc);
     tcase_add_test(tc, connect_localhost_ipv6_listed_first);
 
-    tc = tcase(s, "timeout", 15);
+    tc = t_tcase(s, "timeout", 15);
     tcase_add_test(tc, connect_timeout_full_backlog);
     tcase_add_test(tc, connect_deadline_bounds_address_list);
     tcase_add_test(tc, connect_deadline_without_timeout);
     tcase_add_test(tc, connect_socket_timeout_attribute);
 
-    tc = tcase(s, "happy_eyeballs", 15);
+    tc = t_tcase(s, "happy_eyeballs", 15);
     tcase_add_test(tc, he_second_address_wins_after_delay);
     tcase_add_test(tc, he_ipv6_blackholed_ipv4_wins);
     tcase_add_test(tc, he_disabled_waits_out_first_attempt);
     tcase_add_test(tc, he_interleave_order);
     tcase_add_test(tc, he_deadline_with_attempts_in_flight);
 
-    tc = tcase(s, "source", 10);
+    tc = t_tcase(s, "source", 10);
     tcase_add_test(tc, connect_source_address);
     tcase_add_test(tc, connect_source_address_unavailable);
 
-    tc = tcase(s, "python", 60);
+    tc = t_tcase(s, "python", 60);
     tcase_add_test(tc, connect_python_create_server_echo);
     return s;
 }

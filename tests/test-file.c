@@ -1076,21 +1076,12 @@ END_TEST
 
 /* ---- suite ------------------------------------------------------------------------------------ */
 
-static TCase *tcase(Suite *s, const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("file");
     for (int v = 0; v < 4; v++) {
         /* one tcase per CPython class, each test run with that class's bufsize */
-        TCase *tc = tcase(s, class_names[v], 30);
+        TCase *tc = t_tcase(s, class_names[v], 30);
         tcase_add_loop_test(tc, testReadAfterTimeout, v, v + 1);
         tcase_add_loop_test(tc, testSmallRead, v, v + 1);
         tcase_add_loop_test(tc, testFullRead, v, v + 1);
@@ -1113,12 +1104,12 @@ static Suite *make_suite(void)
         tcase_add_loop_test(tc, python_random_splits_read_with_readline_and_read, v, v + 1);
         tcase_add_loop_test(tc, python_makefile_reads_what_rs_file_write_sent, v, v + 1);
     }
-    TCase *tc = tcase(s, "makefile", 15);
+    TCase *tc = t_tcase(s, "makefile", 15);
     tcase_add_test(tc, mode_validation);
     tcase_add_test(tc, makefile_on_closed_socket_is_ebadf);
     tcase_add_test(tc, large_write_goes_after_buffered_bytes_in_order);
 
-    tc = tcase(s, "fixed_buffers", 30);
+    tc = t_tcase(s, "fixed_buffers", 30);
     tcase_add_test(tc, fixed_buffers_used_on_uring_only);
     tcase_add_test(tc, fixed_buffers_off_by_environment);
     tcase_add_test(tc, flush_to_closed_peer_is_epipe_without_sigpipe);

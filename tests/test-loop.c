@@ -634,19 +634,10 @@ START_TEST(strerror_name_and_message_agree)
 }
 END_TEST
 
-static TCase *tcase(Suite *s, const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("loop");
-    TCase *tc = tcase(s, "new", 10);
+    TCase *tc = t_tcase(s, "new", 10);
     tcase_add_test(tc, loop_new_each_explicit_backend_reports_it);
     tcase_add_test(tc, loop_new_wanted_backend_is_available);
     tcase_add_test(tc, loop_new_null_opts_follows_env);
@@ -659,27 +650,27 @@ static Suite *make_suite(void)
     tcase_add_test(tc, loop_run_empty_returns_zero_at_once);
     tcase_add_test(tc, loop_new_free_leaks_no_fd);
 
-    tc = tcase(s, "env", 10);
+    tc = t_tcase(s, "env", 10);
     tcase_add_test(tc, loop_env_unknown_backend_is_einval);
     tcase_add_test(tc, loop_env_ignored_by_explicit_backend);
     tcase_add_test(tc, loop_env_selects_each_backend);
     tcase_add_test(tc, loop_env_auto_or_unset_probes);
 
-    tc = tcase(s, "default", 10);
+    tc = t_tcase(s, "default", 10);
     tcase_add_test(tc, default_loop_same_twice);
     tcase_add_test(tc, default_loop_differs_per_thread);
     tcase_add_test(tc, default_loop_freed_at_thread_exit);
     tcase_add_test(tc, default_loop_freed_explicitly_then_thread_exits);
     tcase_add_test(tc, default_loop_remade_after_release);
 
-    tc = tcase(s, "fork", 15);
+    tc = t_tcase(s, "fork", 15);
     tcase_add_test(tc, fork_child_uses_own_default_loop);
     tcase_add_test(tc, fork_child_waits_with_timeout_on_own_loop);
 
-    tc = tcase(s, "version", 5);
+    tc = t_tcase(s, "version", 5);
     tcase_add_test(tc, version_matches_headers);
 
-    tc = tcase(s, "error", 5);
+    tc = t_tcase(s, "error", 5);
     tcase_add_test(tc, strerror_etimedout);
     tcase_add_test(tc, strerror_common_codes_named);
     tcase_add_test(tc, strerror_unknown_and_zero);

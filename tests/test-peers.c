@@ -612,9 +612,7 @@ END_TEST
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("peers");
-    TCase *tc = tcase_create("peers");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 40);
+    TCase *tc = t_tcase(s, "peers", 40);
     tcase_add_test(tc, reset_after_data_blocking);
     tcase_add_test(tc, reset_while_waiting_blocking);
     tcase_add_test(tc, reset_read_error_once_async);
@@ -623,7 +621,6 @@ static Suite *make_suite(void)
     tcase_add_test(tc, never_reads_backpressure_async);
     tcase_add_test(tc, our_shut_wr_peer_sees_eof_blocking);
     tcase_add_test(tc, peer_shut_wr_then_reply_async);
-    suite_add_tcase(s, tc);
     return s;
 }
 

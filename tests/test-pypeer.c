@@ -367,9 +367,7 @@ END_TEST
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("pypeer");
-    TCase *tc = tcase_create("python");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 30);
+    TCase *tc = t_tcase(s, "python", 30);
     tcase_add_test(tc, sha256_known_answers);
     tcase_add_test(tc, python_server_sha256_ipv4);
     tcase_add_test(tc, python_server_sha256_ipv6);
@@ -378,7 +376,6 @@ static Suite *make_suite(void)
     tcase_add_test(tc, python_client_shut_wr_then_reply);
     tcase_add_test(tc, python_send_fds_to_ringsock);
     tcase_add_test(tc, ringsock_send_fds_to_python);
-    suite_add_tcase(s, tc);
     return s;
 }
 

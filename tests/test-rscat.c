@@ -706,9 +706,7 @@ static Suite *make_suite(void)
         exit(77);
     }
     Suite *s = suite_create("rscat");
-    TCase *tc = tcase_create("relay");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 60);
+    TCase *tc = t_tcase(s, "relay", 60);
     tcase_add_test(tc, client_relays_5mb_both_ways);
     tcase_add_test(tc, client_ipv6_relays_both_ways);
     tcase_add_test(tc, client_empty_both_ways);
@@ -716,31 +714,21 @@ static Suite *make_suite(void)
     tcase_add_test(tc, listen_relays_5mb_both_ways);
     tcase_add_test(tc, listen_ipv6_relays_both_ways);
     tcase_add_test(tc, listen_keep_serves_clients_in_turn);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("large");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 160);
+    tc = t_tcase(s, "large", 160);
     tcase_add_test(tc, client_relays_100mb_both_ways);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("errors");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 30);
+    tc = t_tcase(s, "errors", 30);
     tcase_add_test(tc, refused_port_names_the_address);
     tcase_add_test(tc, connect_timeout_with_w);
     tcase_add_test(tc, idle_timeout_silent_listener);
     tcase_add_test(tc, idle_timeout_reset_by_traffic);
     tcase_add_test(tc, peer_reset_is_an_error);
-    suite_add_tcase(s, tc);
 
-    tc = tcase_create("cli");
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, 60);
+    tc = t_tcase(s, "cli", 60);
     tcase_add_test(tc, help_and_version_exit_0);
     tcase_add_test(tc, bad_arguments_exit_2_with_one_line);
     tcase_add_test(tc, backend_option_sets_the_backend);
-    suite_add_tcase(s, tc);
     return s;
 }
 

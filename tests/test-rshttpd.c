@@ -1323,13 +1323,10 @@ static Suite *make_suite(void)
     tcase_add_test(tt, idle_keepalive_closed);
     suite_add_tcase(s, tt);
 
-    TCase *tp = tcase_create("process");
-    tcase_add_checked_fixture(tp, t_setup, t_teardown);
-    tcase_set_timeout(tp, 30);
+    TCase *tp = t_tcase(s, "process", 30);
     tcase_add_test(tp, two_threads_serve_many_connections);
     tcase_add_test(tp, stop_with_open_connections);
     tcase_add_test(tp, cli_contract);
-    suite_add_tcase(s, tp);
     return s;
 }
 

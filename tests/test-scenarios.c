@@ -870,12 +870,9 @@ static Suite *make_suite(void)
         { "fds", { SendRecvFdsTests_testSendAndRecvFds, SCMRightsTest_testCmsgTrunc, NULL } },
     };
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
-        TCase *tc = tcase_create(groups[g].name);
-        tcase_add_checked_fixture(tc, t_setup, t_teardown);
-        tcase_set_timeout(tc, 15);
+        TCase *tc = t_tcase(s, groups[g].name, 15);
         for (size_t i = 0; groups[g].tests[i]; i++)
             tcase_add_test(tc, groups[g].tests[i]);
-        suite_add_tcase(s, tc);
     }
     return s;
 }

@@ -1267,19 +1267,10 @@ START_TEST(recv_null_buffer_is_an_error)
 }
 END_TEST
 
-static TCase *tcase(Suite *s, const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("socket");
-    TCase *tc = tcase(s, "basic", 10);
+    TCase *tc = t_tcase(s, "basic", 10);
     tcase_add_test(tc, tcp4_connect_accept_send_recv);
     tcase_add_test(tc, tcp6_connect_accept_send_recv);
     tcase_add_test(tc, unix_socketpair_send_recv_both_directions);
@@ -1290,13 +1281,13 @@ static Suite *make_suite(void)
     tcase_add_test(tc, shutdown_wr_gives_peer_eof_other_way_still_works);
     tcase_add_test(tc, recv_len_zero_returns_zero_and_takes_nothing);
 
-    tc = tcase(s, "integrity", 30);
+    tc = t_tcase(s, "integrity", 30);
     tcase_add_test(tc, tcp4_sendall_4mib_from_thread_checksummed);
     tcase_add_test(tc, tcp6_sendall_4mib_from_thread_checksummed);
     tcase_add_test(tc, unix_sendall_4mib_from_thread_checksummed);
     tcase_add_test(tc, tcp4_sendall_4mib_from_forked_child_checksummed);
 
-    tc = tcase(s, "timeout", 15);
+    tc = t_tcase(s, "timeout", 15);
     tcase_add_test(tc, recv_timeout_expires);
     tcase_add_test(tc, recv_timeout_expires_unix);
     tcase_add_test(tc, accept_timeout_expires);
@@ -1311,7 +1302,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, sendall_ex_nonblocking_reports_bytes_peer_reads);
     tcase_add_test(tc, send_timeout_zero_full_buffer_is_eagain);
 
-    tc = tcase(s, "peer", 10);
+    tc = t_tcase(s, "peer", 10);
     tcase_add_test(tc, connect_refused_port_is_econnrefused);
     tcase_add_test(tc, recv_after_peer_close_is_eof);
     tcase_add_test(tc, recv_blocked_then_peer_closes_is_eof);
@@ -1321,24 +1312,24 @@ static Suite *make_suite(void)
     tcase_add_test(tc, accept_on_unlistened_socket_is_einval);
     tcase_add_test(tc, close_from_other_thread_wakes_blocked_recv);
 
-    tc = tcase(s, "flags", 10);
+    tc = t_tcase(s, "flags", 10);
     tcase_add_test(tc, msg_peek_then_recv_same_bytes);
     tcase_add_test(tc, msg_dontwait_on_blocking_socket_is_eagain);
     tcase_add_test(tc, msg_waitall_gathers_across_sends);
 
-    tc = tcase(s, "fromfd", 10);
+    tc = t_tcase(s, "fromfd", 10);
     tcase_add_test(tc, fromfd_dups_and_original_stays_usable);
     tcase_add_test(tc, fromfd_tcp_reads_family_and_type);
     tcase_add_test(tc, fromfd_bad_fds);
 
-    tc = tcase(s, "timeout_values", 10);
+    tc = t_tcase(s, "timeout_values", 10);
     tcase_add_test(tc, settimeout_invalid_values_are_einval);
     tcase_add_test(tc, setdefaulttimeout_applies_to_later_sockets);
     tcase_add_test(tc, setdefaulttimeout_applies_to_accepted_sockets);
     tcase_add_test(tc, accepted_socket_blocking_when_default_none);
     tcase_add_test(tc, sock_nonblock_type_gives_timeout_zero);
 
-    tc = tcase(s, "bad_input", 5);
+    tc = t_tcase(s, "bad_input", 5);
     tcase_add_test(tc, null_socket_is_ebadf);
     tcase_add_test(tc, null_out_pointers_are_einval);
     tcase_add_test(tc, bind_and_connect_null_address_are_einval);

@@ -287,3 +287,12 @@ bool t_under_valgrind(void)
     const char *p = getenv("LD_PRELOAD");
     return p && strstr(p, "vgpreload") != NULL;
 }
+
+TCase *t_tcase(Suite *s, const char *name, double timeout)
+{
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, t_setup, t_teardown);
+    tcase_set_timeout(tc, timeout);
+    suite_add_tcase(s, tc);
+    return tc;
+}

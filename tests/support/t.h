@@ -88,6 +88,9 @@ void t_sleep(double seconds);
  * whose subject valgrind itself changes, such as RLIMIT_NOFILE, which it emulates. */
 bool t_under_valgrind(void);
 
+/* A test case added to s with the t_setup/t_teardown fixture and a timeout in seconds. */
+TCase *t_tcase(Suite *s, const char *name, double timeout);
+
 /* Run a suite built by make_suite with CK_FORK; exit code for main(). If
  * RINGSOCK_BACKEND=uring and the kernel refuses io_uring_setup itself (raw syscall: seccomp,
  * io_uring_disabled), returns 77 (meson SKIP) without running anything. */
