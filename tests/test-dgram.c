@@ -868,19 +868,10 @@ START_TEST(bad_arguments_are_refused_and_socket_stays_usable)
 }
 END_TEST
 
-static TCase *tcase(Suite *s, const char *name, double timeout)
-{
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, t_setup, t_teardown);
-    tcase_set_timeout(tc, timeout);
-    suite_add_tcase(s, tc);
-    return tc;
-}
-
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("dgram");
-    TCase *tc = tcase(s, "udp", 10);
+    TCase *tc = t_tcase(s, "udp", 10);
     tcase_add_loop_test(tc, udp_sendto_recvfrom_reports_sender, 0, 2);
     tcase_add_loop_test(tc, udp_datagrams_keep_boundaries_and_order, 0, 2);
     tcase_add_loop_test(tc, udp_long_datagram_is_truncated, 0, 2);
@@ -889,28 +880,28 @@ static Suite *make_suite(void)
     tcase_add_loop_test(tc, udp_oversized_datagram_is_emsgsize, 0, 2);
     tcase_add_loop_test(tc, tcp_recvfrom_gives_empty_address, 0, 2);
 
-    tc = tcase(s, "timeout", 10);
+    tc = t_tcase(s, "timeout", 10);
     tcase_add_loop_test(tc, recvfrom_timeout_expires, 0, 2);
     tcase_add_loop_test(tc, recvfrom_timeout_zero_is_eagain_at_once, 0, 2);
     tcase_add_loop_test(tc, recvfrom_msg_dontwait_is_eagain_at_once, 0, 2);
 
-    tc = tcase(s, "python", 30);
+    tc = t_tcase(s, "python", 30);
     tcase_add_loop_test(tc, python_udp_echo, 0, 2);
 
-    tc = tcase(s, "msg", 30);
+    tc = t_tcase(s, "msg", 30);
     tcase_add_loop_test(tc, tcp_sendmsg_three_iovecs_arrive_contiguous, 0, 2);
     tcase_add_loop_test(tc, tcp_recvmsg_two_iovecs_scatter, 0, 2);
     tcase_add_test(tc, tcp_sendmsg_large_gather_resumed_checksummed);
     tcase_add_test(tc, unix_sendmsg_scm_rights_fd_is_usable);
     tcase_add_test(tc, unix_recvmsg_short_control_is_ctrunc);
 
-    tc = tcase(s, "detach", 15);
+    tc = t_tcase(s, "detach", 15);
     tcase_add_loop_test(tc, detach_returns_fd_that_still_works, 0, 2);
     tcase_add_test(tc, detach_with_timeout_keeps_fd_nonblocking);
     tcase_add_test(tc, detach_busy_while_file_open_then_ebadf_after_close);
     tcase_add_test(tc, detach_busy_while_call_in_progress);
 
-    tc = tcase(s, "bad_input", 5);
+    tc = t_tcase(s, "bad_input", 5);
     tcase_add_test(tc, null_socket_is_ebadf);
     tcase_add_test(tc, bad_arguments_are_refused_and_socket_stays_usable);
     return s;
