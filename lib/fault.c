@@ -360,7 +360,14 @@ static bool can_short(const struct rs_op *op)
     if ((op->kind == RS_OP_SENDMSG || op->kind == RS_OP_RECVMSG) &&
         (op->u.msg->msg_iovlen == 0 || op->u.msg->msg_iovlen > MAX_IOV))
         return false;
-    return op->kind != RS_OP_ACCEPT && !(op->flags & MSG_WAITALL) && op_len(op) >= 2;
+    if (op->kind == RS_OP_ACCEPT || (op->flags & MSG_WAITALL) || op_len(op) < 2)
+        return false;
+    /* a shorter datagram is a different datagram (or one cut short), not a short transfer */
+    int type = SOCK_STREAM;
+    socklen_t tl = sizeof type;
+    if (op->kind != RS_OP_SPLICE && op->kind != RS_OP_SENDFILE && op->kind != RS_OP_READ)
+        getsockopt(op->fd, SOL_SOCKET, SO_TYPE, &type, &tl);
+    return type == SOCK_STREAM;
 }
 
 bool rs__fault_try(struct rs_op *op, short *events, ssize_t *r)
@@ -396,6 +403,10 @@ bool rs__fault_try(struct rs_op *op, short *events, ssize_t *r)
         op->u.msg = &copy;
         res = rs__op_try(op, events);
         op->u.msg = orig;
+        /* what recvmsg(2) wrote into the copy is the caller's answer */
+        orig->msg_namelen = copy.msg_namelen;
+        orig->msg_controllen = copy.msg_controllen;
+        orig->msg_flags = copy.msg_flags;
     } else if (op->kind == RS_OP_SENDFILE || op->kind == RS_OP_SPLICE) {
         size_t len = op->u.splice.len;
         op->u.splice.len = n;

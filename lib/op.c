@@ -43,28 +43,97 @@ int64_t rs__deadline_from_timeout(double seconds)
 
 static int neg_errno(void) { return errno ? -errno : -EIO; }
 
-/* MSG_WAITALL means nothing to a non-blocking recv: gather the bytes across readiness waits.
- * Like io_uring's partial-I/O rule, what was received is returned even if an error follows. */
+/* Whether fd is a byte stream: MSG_WAITALL means something only there (the kernel ignores it for
+ * datagram and seqpacket sockets, which return one message). Asked once per op, only when its
+ * first receive came back short: a MSG_WAITALL receive satisfied at once costs nothing extra. */
+static bool is_stream(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type == SOCK_STREAM;
+}
+
+/* After one non-blocking receive of a MSG_WAITALL op returned r: true to receive again, or false
+ * with the op's result in *res (the bytes so far, -EAGAIN to wait for more, or the error). */
+static bool waitall_more(struct rs_op *op, ssize_t r, size_t want, int *res)
+{
+    if (r > 0) {
+        op->xfer += (size_t)r;
+        /* asked after the first chunk only: a second one means the first found a stream */
+        if (op->xfer < want && (op->xfer != (size_t)r || is_stream(op->fd)))
+            return true;
+        *res = (int)op->xfer; /* all of it, or one datagram: the whole answer, as on io_uring */
+        return false;
+    }
+    if (r < 0 && errno == EINTR)
+        return true;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        *res = -EAGAIN;
+    else /* EOF, or an error: what was received is returned even if an error follows */
+        *res = r < 0 && op->xfer == 0 ? neg_errno() : (int)op->xfer;
+    return false;
+}
+
+/* MSG_WAITALL means nothing to a non-blocking recv: gather the bytes across readiness waits. */
 static int recv_waitall(struct rs_op *op)
 {
     char *buf = op->u.io.buf;
-    while (op->xfer < op->u.io.len) {
-        ssize_t r = recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
-        if (r > 0) {
-            op->xfer += (size_t)r;
-            continue;
+    int res;
+    while (waitall_more(op,
+                        recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT),
+                        op->u.io.len, &res))
+        ;
+    return res;
+}
+
+/* The same for recvmsg: each call gets the iovecs not yet filled (the caller's array, its first
+ * entry entered part-way for the call and put back after). Address and ancillary data come with
+ * the first bytes only; msg_flags gathers every call's. */
+static int recvmsg_waitall(struct rs_op *op)
+{
+    struct msghdr *m = op->u.msg;
+    size_t want = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        want += m->msg_iov[i].iov_len;
+    int res;
+    bool more;
+    do {
+        size_t skip = op->xfer, i = 0;
+        while (i + 1 < m->msg_iovlen && skip >= m->msg_iov[i].iov_len) {
+            skip -= m->msg_iov[i].iov_len;
+            i++;
         }
-        if (r == 0)
-            break;
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return -EAGAIN;
-        if (op->xfer == 0)
-            return neg_errno();
-        break;
-    }
-    return (int)op->xfer;
+        struct msghdr part = *m;
+        struct iovec saved = { 0 };
+        if (m->msg_iovlen) {
+            saved = m->msg_iov[i];
+            m->msg_iov[i].iov_base = (char *)saved.iov_base + skip;
+            m->msg_iov[i].iov_len = saved.iov_len - skip;
+            part.msg_iov = m->msg_iov + i;
+            part.msg_iovlen = m->msg_iovlen - i;
+        }
+        bool first = op->xfer == 0;
+        if (!first) {
+            part.msg_name = NULL;
+            part.msg_namelen = 0;
+            part.msg_control = NULL;
+            part.msg_controllen = 0;
+        }
+        ssize_t r = recvmsg(op->fd, &part, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+        int e = errno;
+        if (m->msg_iovlen)
+            m->msg_iov[i] = saved;
+        if (r >= 0 && first) {
+            m->msg_namelen = part.msg_namelen;
+            m->msg_controllen = part.msg_controllen;
+            m->msg_flags = part.msg_flags;
+        } else if (r > 0) {
+            m->msg_flags |= part.msg_flags;
+        }
+        errno = e;
+        more = waitall_more(op, r, want, &res);
+    } while (more);
+    return res;
 }
 
 int rs__op_try(struct rs_op *op, short *events)
@@ -113,6 +182,8 @@ again:
         r = sendmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_RECVMSG:
+        if ((op->flags & MSG_WAITALL) && op->deadline != RS_DEADLINE_NOW)
+            return recvmsg_waitall(op);
         r = recvmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_READ_FIXED: /* the memory is ordinary memory too */

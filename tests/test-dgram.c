@@ -426,6 +426,95 @@ START_TEST(tcp_recvmsg_two_iovecs_scatter)
 }
 END_TEST
 
+/* A peer that sends its pieces with pauses between them, so that a receive sees them arrive
+ * one at a time. */
+struct trickle {
+    int fd;
+    const char *pieces[4];
+    bool shut; /* SHUT_WR after the last piece */
+};
+
+static void *trickle_main(void *p)
+{
+    struct trickle *t = p;
+    for (int i = 0; i < 4 && t->pieces[i]; i++) {
+        t_sleep(0.05);
+        size_t n = strlen(t->pieces[i]);
+        if (send(t->fd, t->pieces[i], n, MSG_NOSIGNAL) != (ssize_t)n)
+            return (void *)1;
+    }
+    if (t->shut)
+        shutdown(t->fd, SHUT_WR);
+    return NULL;
+}
+
+/* MSG_WAITALL on a stream: every iovec filled on every backend, though the bytes come in three
+ * sends (epoll/poll gather them across readiness waits, io_uring in the kernel); EOF first ends it
+ * with what came. */
+START_TEST(tcp_recvmsg_waitall_fills_every_iovec)
+{
+    rs_socket *c, *sv;
+    t_tcp_pair(FAMILY_OF(_i), &c, &sv);
+    ck_assert_int_eq(rs_settimeout(sv, 5.0), 0);
+    struct trickle t = { .fd = rs_socket_fd(c), .pieces = { "abc", "defg", "hij" } };
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, trickle_main, &t), 0);
+    char a[4], b[6];
+    struct iovec iov[2] = { { a, sizeof a }, { b, sizeof b } };
+    struct msghdr m = { .msg_iov = iov, .msg_iovlen = 2, .msg_flags = -1 };
+    ssize_t n = rs_recvmsg(sv, &m, MSG_WAITALL);
+    void *tr;
+    ck_assert_int_eq(pthread_join(th, &tr), 0);
+    ck_assert_ptr_null(tr);
+    ck_assert_msg(n == 10, "rs_recvmsg(MSG_WAITALL) gave %zd (%s), want 10", n, err_or(n));
+    ck_assert_int_eq(memcmp(a, "abcd", 4), 0);
+    ck_assert_int_eq(memcmp(b, "efghij", 6), 0);
+    ck_assert_int_eq(m.msg_flags, 0);
+
+    struct trickle t2 = { .fd = rs_socket_fd(c), .pieces = { "xy", "z" }, .shut = true };
+    ck_assert_int_eq(pthread_create(&th, NULL, trickle_main, &t2), 0);
+    memset(a, 0, sizeof a);
+    n = rs_recvmsg(sv, &m, MSG_WAITALL);
+    ck_assert_int_eq(pthread_join(th, &tr), 0);
+    ck_assert_msg(n == 3, "MSG_WAITALL up to EOF gave %zd (%s), want 3", n, err_or(n));
+    ck_assert_int_eq(memcmp(a, "xyz", 3), 0);
+    rs_close(c);
+    rs_close(sv);
+}
+END_TEST
+
+/* A datagram socket ignores MSG_WAITALL (recvmsg(2)): one datagram per call on every backend,
+ * never two run together and never a wait for more. */
+START_TEST(udp_waitall_returns_one_datagram)
+{
+    int family = FAMILY_OF(_i);
+    struct sockaddr_storage ra, sa;
+    socklen_t rl, sl;
+    rs_socket *r = udp_bound(family, &ra, &rl);
+    rs_socket *s = udp_bound(family, &sa, &sl);
+    ck_assert_int_eq(rs_settimeout(r, 5.0), 0);
+    static const char *const dg[] = { "hello", "world!", "third datagram" };
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(rs_sendto(s, dg[i], strlen(dg[i]), 0, (struct sockaddr *)&ra, rl), (ssize_t)strlen(dg[i]));
+    char buf[100];
+    double t0 = t_now();
+    ck_assert_int_eq(rs_recv(r, buf, sizeof buf, MSG_WAITALL), 5);
+    ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
+    struct sockaddr_storage from;
+    socklen_t fl = sizeof from;
+    ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, MSG_WAITALL, (struct sockaddr *)&from, &fl), 6);
+    ck_assert_int_eq(memcmp(buf, "world!", 6), 0);
+    ck_assert(same_addr(&from, fl, &sa, sl));
+    struct iovec iov = { buf, sizeof buf };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+    ck_assert_int_eq(rs_recvmsg(r, &m, MSG_WAITALL), 14);
+    ck_assert_int_eq(memcmp(buf, "third datagram", 14), 0);
+    ck_assert_msg(t_now() - t0 < t_slack(), "three queued datagrams took %.3f s", t_now() - t0);
+    rs_close(r);
+    rs_close(s);
+}
+END_TEST
+
 struct drain_arg {
     rs_socket *s;
     size_t want, got;
@@ -891,6 +980,8 @@ static Suite *make_suite(void)
     tc = t_tcase(s, "msg", 30);
     tcase_add_loop_test(tc, tcp_sendmsg_three_iovecs_arrive_contiguous, 0, 2);
     tcase_add_loop_test(tc, tcp_recvmsg_two_iovecs_scatter, 0, 2);
+    tcase_add_loop_test(tc, tcp_recvmsg_waitall_fills_every_iovec, 0, 2);
+    tcase_add_loop_test(tc, udp_waitall_returns_one_datagram, 0, 2);
     tcase_add_test(tc, tcp_sendmsg_large_gather_resumed_checksummed);
     tcase_add_test(tc, unix_sendmsg_scm_rights_fd_is_usable);
     tcase_add_test(tc, unix_recvmsg_short_control_is_ctrunc);

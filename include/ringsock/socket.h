@@ -117,8 +117,9 @@ ssize_t rs_sendmsg(rs_socket *s, const struct msghdr *msg, int flags);
  * fills msg_name/msg_namelen, msg_control/msg_controllen and msg_flags (MSG_TRUNC, MSG_CTRUNC,
  * ...) as recvmsg(2) does. MSG_CMSG_CLOEXEC is always added (and kept out of msg_flags unless
  * the caller passed it): descriptors received (SCM_RIGHTS) are close-on-exec and the caller's
- * to close. The timeout and MSG_DONTWAIT apply as for rs_recv; MSG_WAITALL is passed to the
- * kernel as it is (on epoll/poll a stream receive may return fewer bytes). Returns bytes
+ * to close. The timeout and MSG_DONTWAIT apply as for rs_recv; MSG_WAITALL on a stream waits
+ * for every iovec to fill (or EOF, an error, the deadline) on every backend, and is ignored by
+ * datagram sockets, as recvmsg(2) does. Returns bytes
  * received, 0 at EOF, or -EINVAL/-EFAULT as rs_sendmsg and the errors of rs_recv. */
 ssize_t rs_recvmsg(rs_socket *s, struct msghdr *msg, int flags);
 
