@@ -28,14 +28,7 @@
 
 /* ---- addresses ---------------------------------------------------------------------------- */
 
-static unsigned short port_of(const struct sockaddr_storage *a)
-{
-    if (a->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)a)->sin_port);
-}
-
-static void port_str(const struct sockaddr_storage *a, char buf[8]) { snprintf(buf, 8, "%u", port_of(a)); }
+static void port_str(const struct sockaddr_storage *a, char buf[8]) { snprintf(buf, 8, "%u", t_port(a)); }
 
 static const char *addr_str(const struct sockaddr_storage *a, char *buf, size_t cap)
 {
@@ -44,20 +37,8 @@ static const char *addr_str(const struct sockaddr_storage *a, char *buf, size_t 
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, host, sizeof host);
     else if (a->ss_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, host, sizeof host);
-    snprintf(buf, cap, a->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port_of(a));
+    snprintf(buf, cap, a->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, t_port(a));
     return buf;
-}
-
-/* Same family, address and port (flow info and scope ignored). */
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family || port_of(a) != port_of(b))
-        return false;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 }
 
 static void assert_attempt(const struct rs_connect_report *rep, size_t i, const struct sockaddr_storage *addr,
@@ -68,7 +49,7 @@ static void assert_attempt(const struct rs_connect_report *rep, size_t i, const 
     const struct rs_connect_attempt *a = &rep->attempt[i];
     addr_str(&a->addr, got, sizeof got);
     addr_str(addr, want, sizeof want);
-    ck_assert_msg(same_addr(&a->addr, addr), "attempt %zu went to %s, want %s", i, got, want);
+    ck_assert_msg(t_same_addr(&a->addr, addr), "attempt %zu went to %s, want %s", i, got, want);
     ck_assert_uint_eq(a->addrlen,
                       addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     ck_assert_msg(a->error == err, "attempt %zu (%s): error %d (%s), want %s", i, got, a->error,
@@ -150,7 +131,7 @@ static rs_socket *accept_from(rs_socket *l, rs_socket *c)
     ASSERT_ERR(r, 0);
     ck_assert_int_eq(rs_getsockname(c, &local, &ll), 0);
     char a[64], b[64];
-    ck_assert_msg(same_addr(&peer, &local), "accepted %s, but the client is %s", addr_str(&peer, a, sizeof a),
+    ck_assert_msg(t_same_addr(&peer, &local), "accepted %s, but the client is %s", addr_str(&peer, a, sizeof a),
                   addr_str(&local, b, sizeof b));
     return conn;
 }
@@ -332,7 +313,7 @@ START_TEST(connect_numeric_hosts)
         struct sockaddr_storage peer;
         socklen_t pl = sizeof peer;
         ck_assert_int_eq(rs_getpeername(c, &peer, &pl), 0);
-        ck_assert(same_addr(&peer, &addr));
+        ck_assert(t_same_addr(&peer, &addr));
         rs_socket *conn = accept_from(l, c);
         ping(c, conn);
         ck_assert_int_eq(rs_close(conn), 0);
@@ -366,7 +347,7 @@ static void connect_localhost_v4_server(bool expect_v6_first)
         /* ::1 was tried first: nothing listens there on this port, so it was refused */
         struct sockaddr_storage v6;
         socklen_t v6len;
-        t_loopback(AF_INET6, port_of(&addr), &v6, &v6len);
+        t_loopback(AF_INET6, t_port(&addr), &v6, &v6len);
         assert_attempt(&rep, 0, &v6, -ECONNREFUSED);
     }
     assert_attempt(&rep, rep.count - 1, &addr, 0);
@@ -637,7 +618,7 @@ static void second_wins_after_delay(int bh_family)
     ck_assert_uint_eq(rep.count, 2);
     ck_assert_msg(rep.attempt[0].error == -ECANCELED || rep.attempt[0].error == -ETIMEDOUT,
                   "the loser's error: %s", rs_err_name(rep.attempt[0].error));
-    ck_assert(same_addr(&rep.attempt[0].addr, &ss[0]));
+    ck_assert(t_same_addr(&rep.attempt[0].addr, &ss[0]));
     assert_attempt(&rep, 1, &ss[1], 0);
     /* the report's clock: the first attempt started at once, the second after the 0.1 s delay,
      * and the loser ended (cancelled) no earlier than the winner connected */
@@ -815,7 +796,7 @@ START_TEST(connect_source_address)
     ASSERT_ERR(rs_create_connection(&c, "127.0.0.1", port, &o), 0);
     pl = sizeof peer;
     ck_assert_int_eq(rs_accept(l, &conn, &peer, &pl), 0);
-    ck_assert_uint_eq(port_of(&peer), port_of(&src));
+    ck_assert_uint_eq(t_port(&peer), t_port(&src));
     ck_assert_int_eq(rs_close(conn), 0);
     ck_assert_int_eq(rs_close(c), 0);
     ck_assert_int_eq(rs_close(l), 0);
@@ -889,7 +870,7 @@ START_TEST(connect_python_create_server_echo)
         socklen_t ll = sizeof local;
         ck_assert_int_eq(rs_getsockname(c, &local, &ll), 0);
         char want[32];
-        snprintf(want, sizeof want, "peer %u", port_of(&local));
+        snprintf(want, sizeof want, "peer %u", t_port(&local));
         ck_assert_str_eq(line, want);
 
         /* one chunk at a time, so neither side can block on a full buffer */

@@ -27,39 +27,6 @@
 /* Loop tests run once per family: _i 0 is IPv4, 1 is IPv6. */
 #define FAMILY_OF(i) ((i) ? AF_INET6 : AF_INET)
 
-static in_port_t port_of(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET6)
-        return ((const struct sockaddr_in6 *)ss)->sin6_port;
-    return ((const struct sockaddr_in *)ss)->sin_port;
-}
-
-static bool same_addr(const struct sockaddr_storage *a, socklen_t al, const struct sockaddr_storage *b,
-                      socklen_t bl)
-{
-    if (al != bl || a->ss_family != b->ss_family || port_of(a) != port_of(b))
-        return false;
-    if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-}
-
-/* An unconnected UDP socket bound to the loopback address of family, port 0; its address. */
-static rs_socket *udp_bound(int family, struct sockaddr_storage *addr, socklen_t *len)
-{
-    rs_socket *s;
-    ck_assert_int_eq(rs_socket_open(&s, family, SOCK_DGRAM, 0), 0);
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    t_loopback(family, 0, &ss, &sl);
-    ck_assert_int_eq(rs_bind(s, (struct sockaddr *)&ss, sl), 0);
-    *len = sizeof *addr;
-    ck_assert_int_eq(rs_getsockname(s, addr, len), 0);
-    return s;
-}
-
 static const char *err_or(ssize_t r) { return r < 0 ? rs_err_name((int)r) : "bytes"; }
 
 /* ---- UDP: sendto / recvfrom ------------------------------------------------------------------ */
@@ -69,8 +36,8 @@ START_TEST(udp_sendto_recvfrom_reports_sender)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
 
     ck_assert_int_eq(rs_sendto(s, "hello", 5, 0, (struct sockaddr *)&ra, rl), 5);
     char buf[64];
@@ -79,7 +46,7 @@ START_TEST(udp_sendto_recvfrom_reports_sender)
     socklen_t fl = sizeof from;
     ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl), 5);
     ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
-    ck_assert_msg(same_addr(&from, fl, &sa, sl), "recvfrom's address is not the sender's getsockname");
+    ck_assert_msg((fl == sl && t_same_addr(&from, &sa)), "recvfrom's address is not the sender's getsockname");
 
     /* a reply to the address recvfrom gave reaches the sender */
     ck_assert_int_eq(rs_sendto(r, "back", 4, 0, (struct sockaddr *)&from, fl), 4);
@@ -87,7 +54,7 @@ START_TEST(udp_sendto_recvfrom_reports_sender)
     socklen_t fl2 = sizeof from2;
     ck_assert_int_eq(rs_recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from2, &fl2), 4);
     ck_assert_int_eq(memcmp(buf, "back", 4), 0);
-    ck_assert(same_addr(&from2, fl2, &ra, rl));
+    ck_assert((fl2 == rl && t_same_addr(&from2, &ra)));
 
     /* room for less than the address: cut to the room, *fromlen says the full length */
     ck_assert_int_eq(rs_sendto(s, "cut", 3, 0, (struct sockaddr *)&ra, rl), 3);
@@ -108,8 +75,8 @@ START_TEST(udp_datagrams_keep_boundaries_and_order)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     static const size_t lens[] = { 1, 1000, 0, 7, 1472, 3 };
     const size_t N = sizeof lens / sizeof lens[0];
     char out[2000], in[2000];
@@ -124,7 +91,7 @@ START_TEST(udp_datagrams_keep_boundaries_and_order)
         ssize_t n = rs_recvfrom(r, in, sizeof in, 0, (struct sockaddr *)&from, &fl);
         ck_assert_msg(n == (ssize_t)lens[i], "datagram %zu: %zd (%s), want %zu", i, n, err_or(n), lens[i]);
         ck_assert_int_eq(memcmp(in, out, lens[i]), 0);
-        ck_assert(same_addr(&from, fl, &sa, sl));
+        ck_assert((fl == sl && t_same_addr(&from, &sa)));
     }
     rs_close(r);
     rs_close(s);
@@ -136,8 +103,8 @@ START_TEST(udp_long_datagram_is_truncated)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     char out[100], in[100];
     t_fill_pattern(out, sizeof out, 42);
     const struct sockaddr *to = (struct sockaddr *)&ra;
@@ -158,7 +125,7 @@ START_TEST(udp_long_datagram_is_truncated)
     ck_assert_int_eq(rs_sendto(s, out, 100, 0, to, rl), 100);
     fl = sizeof from;
     ck_assert_int_eq(rs_recvfrom(r, in, 10, MSG_TRUNC, (struct sockaddr *)&from, &fl), 100);
-    ck_assert(same_addr(&from, fl, &sa, sl));
+    ck_assert((fl == sl && t_same_addr(&from, &sa)));
 
     /* recvmsg: MSG_TRUNC in msg_flags; with MSG_TRUNC in flags the real length */
     for (int trunc = 0; trunc < 2; trunc++) {
@@ -172,7 +139,7 @@ START_TEST(udp_long_datagram_is_truncated)
                       err_or(n));
         ck_assert_msg(msg.msg_flags & MSG_TRUNC, "msg_flags %#x lacks MSG_TRUNC", (unsigned)msg.msg_flags);
         ck_assert_int_eq(memcmp(in, out, 10), 0);
-        ck_assert(same_addr(&from, msg.msg_namelen, &sa, sl));
+        ck_assert((msg.msg_namelen == sl && t_same_addr(&from, &sa)));
     }
 
     /* a datagram that fits: no MSG_TRUNC */
@@ -191,8 +158,8 @@ START_TEST(udp_sendmsg_to_address_and_recvmsg_name)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     struct iovec out[3] = { { "one ", 4 }, { "two ", 4 }, { "three", 5 } };
     struct msghdr m = { .msg_name = &ra, .msg_namelen = rl, .msg_iov = out, .msg_iovlen = 3 };
     ck_assert_int_eq(rs_sendmsg(s, &m, 0), 13);
@@ -202,7 +169,7 @@ START_TEST(udp_sendmsg_to_address_and_recvmsg_name)
     struct msghdr in = { .msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1 };
     ck_assert_int_eq(rs_recvmsg(r, &in, 0), 13);
     ck_assert_int_eq(memcmp(buf, "one two three", 13), 0);
-    ck_assert(same_addr(&from, in.msg_namelen, &sa, sl));
+    ck_assert((in.msg_namelen == sl && t_same_addr(&from, &sa)));
     ck_assert_int_eq(in.msg_flags & (MSG_TRUNC | MSG_CTRUNC), 0);
     rs_close(r);
     rs_close(s);
@@ -216,8 +183,8 @@ START_TEST(udp_sendto_null_address_is_send)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     ck_assert_int_eq(rs_sendto(s, "x", 1, 0, NULL, 0), -EDESTADDRREQ);
     ck_assert_int_eq(rs_connect(s, (struct sockaddr *)&ra, rl), 0);
     ck_assert_int_eq(rs_sendto(s, "conn", 4, 0, NULL, 0), 4);
@@ -234,8 +201,8 @@ START_TEST(udp_oversized_datagram_is_emsgsize)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     size_t len = 70000; /* above UDP's 65535 */
     char *big = calloc(1, len);
     ck_assert_ptr_nonnull(big);
@@ -274,7 +241,7 @@ START_TEST(recvfrom_timeout_expires)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
     ck_assert_int_eq(rs_settimeout(r, 0.2), 0);
     char buf[16];
     struct sockaddr_storage from;
@@ -291,11 +258,11 @@ START_TEST(recvfrom_timeout_expires)
     t_assert_took(t0, 0.2, "recvmsg with timeout 0.2");
 
     /* the timed-out receives took nothing: a datagram sent afterwards arrives whole */
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     ck_assert_int_eq(rs_sendto(s, "late", 4, 0, (struct sockaddr *)&ra, rl), 4);
     ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl), 4);
     ck_assert_int_eq(memcmp(buf, "late", 4), 0);
-    ck_assert(same_addr(&from, fl, &sa, sl));
+    ck_assert((fl == sl && t_same_addr(&from, &sa)));
     rs_close(r);
     rs_close(s);
 }
@@ -306,8 +273,8 @@ static void nonblocking_case(int family, bool dontwait)
 {
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     int flags = 0;
     if (dontwait)
         flags = MSG_DONTWAIT; /* on a blocking socket */
@@ -332,7 +299,7 @@ static void nonblocking_case(int family, bool dontwait)
             t_sleep(0.005);
     }
     ck_assert_int_eq(n, 3);
-    ck_assert(same_addr(&from, fl, &sa, sl));
+    ck_assert((fl == sl && t_same_addr(&from, &sa)));
     rs_close(r);
     rs_close(s);
 }
@@ -359,7 +326,7 @@ START_TEST(python_udp_echo)
 
     struct sockaddr_storage sa;
     socklen_t sl;
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     ck_assert_int_eq(rs_settimeout(s, 10), 0);
     char *out = malloc(65536), *in = malloc(65536);
     ck_assert(out && in);
@@ -371,7 +338,7 @@ START_TEST(python_udp_echo)
         ssize_t n = rs_recvfrom(s, in, 65536, 0, (struct sockaddr *)&from, &fl);
         ck_assert_msg(n == (ssize_t)lens[i], "echo %zu: %zd (%s), want %zu", i, n, err_or(n), lens[i]);
         ck_assert_int_eq(memcmp(in, out, lens[i]), 0);
-        ck_assert_msg(same_addr(&from, fl, &peer, pl), "the echo came from elsewhere than the peer");
+        ck_assert_msg((fl == pl && t_same_addr(&from, &peer)), "the echo came from elsewhere than the peer");
     }
     char line[256];
     ck_assert_int_ge(t_py_readline(&py, line, sizeof line, 10), 0);
@@ -490,8 +457,8 @@ START_TEST(udp_waitall_returns_one_datagram)
     int family = FAMILY_OF(_i);
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(family, &ra, &rl);
-    rs_socket *s = udp_bound(family, &sa, &sl);
+    rs_socket *r = t_bound(family, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(family, SOCK_DGRAM, &sa, &sl);
     ck_assert_int_eq(rs_settimeout(r, 5.0), 0);
     static const char *const dg[] = { "hello", "world!", "third datagram" };
     for (int i = 0; i < 3; i++)
@@ -504,7 +471,7 @@ START_TEST(udp_waitall_returns_one_datagram)
     socklen_t fl = sizeof from;
     ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, MSG_WAITALL, (struct sockaddr *)&from, &fl), 6);
     ck_assert_int_eq(memcmp(buf, "world!", 6), 0);
-    ck_assert(same_addr(&from, fl, &sa, sl));
+    ck_assert((fl == sl && t_same_addr(&from, &sa)));
     struct iovec iov = { buf, sizeof buf };
     struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
     ck_assert_int_eq(rs_recvmsg(r, &m, MSG_WAITALL), 14);
@@ -740,7 +707,7 @@ START_TEST(detach_with_timeout_keeps_fd_nonblocking)
 {
     struct sockaddr_storage a;
     socklen_t al;
-    rs_socket *u = udp_bound(AF_INET, &a, &al);
+    rs_socket *u = t_bound(AF_INET, SOCK_DGRAM, &a, &al);
     ck_assert_int_eq(rs_settimeout(u, 0.5), 0);
     int fd = rs_socket_fd(u);
     ck_assert_int_eq(rs_detach(u), fd);
@@ -896,8 +863,8 @@ START_TEST(bad_arguments_are_refused_and_socket_stays_usable)
 {
     struct sockaddr_storage ra, sa;
     socklen_t rl, sl;
-    rs_socket *r = udp_bound(AF_INET, &ra, &rl);
-    rs_socket *s = udp_bound(AF_INET, &sa, &sl);
+    rs_socket *r = t_bound(AF_INET, SOCK_DGRAM, &ra, &rl);
+    rs_socket *s = t_bound(AF_INET, SOCK_DGRAM, &sa, &sl);
     const struct sockaddr *to = (struct sockaddr *)&ra;
     char buf[16] = "b";
     struct sockaddr_storage from;
@@ -949,7 +916,7 @@ START_TEST(bad_arguments_are_refused_and_socket_stays_usable)
     /* nothing above broke either socket: the two datagrams that went out arrive */
     fl = sizeof from;
     ck_assert_int_eq(rs_recvfrom(r, ones, sizeof ones, 0, (struct sockaddr *)&from, &fl), IOV_MAX);
-    ck_assert(same_addr(&from, fl, &sa, sl));
+    ck_assert((fl == sl && t_same_addr(&from, &sa)));
     ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, 0, NULL, NULL), 1);
     free(many);
     rs_close(r);

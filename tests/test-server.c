@@ -20,13 +20,6 @@
     ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
                   rs_err_name(want))
 
-static unsigned short port_of(const struct sockaddr_storage *a)
-{
-    if (a->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)a)->sin_port);
-}
-
 static const char *host_of(const struct sockaddr_storage *a, char buf[INET6_ADDRSTRLEN])
 {
     if (a->ss_family == AF_INET6)
@@ -46,7 +39,7 @@ static unsigned short local_port(const rs_socket *s)
 {
     struct sockaddr_storage a;
     local_addr(s, &a);
-    return port_of(&a);
+    return t_port(&a);
 }
 
 static int opt_int(const rs_socket *s, int level, int name)
@@ -88,7 +81,7 @@ static void round_trip(rs_socket *server, int family, char peer_host[INET6_ADDRS
     socklen_t pl = sizeof peer;
     ck_assert_int_eq(rs_settimeout(server, 5.0), 0);
     ck_assert_int_eq(rs_accept(server, &conn, &peer, &pl), 0);
-    ck_assert_uint_eq(port_of(&peer), local_port(c));
+    ck_assert_uint_eq(t_port(&peer), local_port(c));
     if (peer_host)
         host_of(&peer, peer_host);
     char b = 0;
@@ -159,7 +152,7 @@ START_TEST(server_ephemeral_port)
         char h[INET6_ADDRSTRLEN];
         ck_assert_int_eq(a.ss_family, cases[i].family);
         ck_assert_str_eq(host_of(&a, h), cases[i].host);
-        ck_assert_uint_ne(port_of(&a), 0);
+        ck_assert_uint_ne(t_port(&a), 0);
         ck_assert_int_eq(opt_int(s, SOL_SOCKET, SO_ACCEPTCONN), 1);
         round_trip(s, cases[i].family, NULL);
         ck_assert_int_eq(rs_close(s), 0);
@@ -196,7 +189,7 @@ START_TEST(server_any_address)
         char h[INET6_ADDRSTRLEN];
         ck_assert_int_eq(a.ss_family, cases[i].family);
         ck_assert_str_eq(host_of(&a, h), cases[i].want);
-        ck_assert_uint_ne(port_of(&a), 0);
+        ck_assert_uint_ne(t_port(&a), 0);
         round_trip(s, cases[i].family, NULL);
         ck_assert_int_eq(rs_close(s), 0);
     }
@@ -459,7 +452,7 @@ START_TEST(server_python_create_connection_client)
         ASSERT_ERR(rs_accept(srv, &conn, &peer, &pl), 0);
         char h[INET6_ADDRSTRLEN], line[256];
         ck_assert_str_eq(host_of(&peer, h), cases[k].peer);
-        snprintf(line, sizeof line, "local %u", port_of(&peer));
+        snprintf(line, sizeof line, "local %u", t_port(&peer));
         ck_assert_str_eq(py.line, line);
         ck_assert_int_eq(rs_settimeout(conn, 10.0), 0);
 

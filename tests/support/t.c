@@ -167,10 +167,27 @@ void t_loopback(int family, unsigned short port, struct sockaddr_storage *addr, 
     }
 }
 
-rs_socket *t_refusing_port(int family, struct sockaddr_storage *addr, socklen_t *len)
+unsigned short t_port(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
+bool t_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family || t_port(a) != t_port(b))
+        return false;
+    if (a->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
+                      sizeof(struct in6_addr)) == 0;
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
+rs_socket *t_bound(int family, int type, struct sockaddr_storage *addr, socklen_t *len)
 {
     rs_socket *s;
-    ck_assert_int_eq(rs_socket_open(&s, family, SOCK_STREAM, 0), 0);
+    ck_assert_int_eq(rs_socket_open(&s, family, type, 0), 0);
     struct sockaddr_storage ss;
     socklen_t sl;
     t_loopback(family, 0, &ss, &sl);
@@ -178,6 +195,11 @@ rs_socket *t_refusing_port(int family, struct sockaddr_storage *addr, socklen_t 
     *len = sizeof *addr;
     ck_assert_int_eq(rs_getsockname(s, addr, len), 0);
     return s;
+}
+
+rs_socket *t_refusing_port(int family, struct sockaddr_storage *addr, socklen_t *len)
+{
+    return t_bound(family, SOCK_STREAM, addr, len);
 }
 
 int t_backend_fds(int backend)

@@ -38,6 +38,16 @@ double t_now(void);
 /* The loopback address of family (127.0.0.1 or ::1) with the given port (host order). */
 void t_loopback(int family, unsigned short port, struct sockaddr_storage *addr, socklen_t *len);
 
+/* The port of an AF_INET/AF_INET6 address, in host order. */
+unsigned short t_port(const struct sockaddr_storage *a);
+
+/* Same family, address and port (IPv6 flow info and scope ignored). */
+bool t_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
+/* A socket of type bound to the loopback address of family, port 0 (not listening); its address
+ * in *addr. */
+rs_socket *t_bound(int family, int type, struct sockaddr_storage *addr, socklen_t *len);
+
 /* A TCP socket bound to a loopback ephemeral port but not listening: connecting to *addr is
  * refused (RST) for as long as the returned socket stays open. */
 rs_socket *t_refusing_port(int family, struct sockaddr_storage *addr, socklen_t *len);
