@@ -79,10 +79,10 @@ static int recv_waitall(struct rs_op *op)
 {
     char *buf = op->u.io.buf;
     int res;
-    while (waitall_more(op,
-                        recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT),
-                        op->u.io.len, &res))
-        ;
+    ssize_t r;
+    do
+        r = recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+    while (waitall_more(op, r, op->u.io.len, &res));
     return res;
 }
 

@@ -46,7 +46,8 @@ START_TEST(udp_sendto_recvfrom_reports_sender)
     socklen_t fl = sizeof from;
     ck_assert_int_eq(rs_recvfrom(r, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl), 5);
     ck_assert_int_eq(memcmp(buf, "hello", 5), 0);
-    ck_assert_msg((fl == sl && t_same_addr(&from, &sa)), "recvfrom's address is not the sender's getsockname");
+    ck_assert_msg((fl == sl && t_same_addr(&from, &sa)),
+                  "recvfrom's address is not the sender's getsockname");
 
     /* a reply to the address recvfrom gave reaches the sender */
     ck_assert_int_eq(rs_sendto(r, "back", 4, 0, (struct sockaddr *)&from, fl), 4);
@@ -462,7 +463,8 @@ START_TEST(udp_waitall_returns_one_datagram)
     ck_assert_int_eq(rs_settimeout(r, 5.0), 0);
     static const char *const dg[] = { "hello", "world!", "third datagram" };
     for (int i = 0; i < 3; i++)
-        ck_assert_int_eq(rs_sendto(s, dg[i], strlen(dg[i]), 0, (struct sockaddr *)&ra, rl), (ssize_t)strlen(dg[i]));
+        ck_assert_int_eq(rs_sendto(s, dg[i], strlen(dg[i]), 0, (struct sockaddr *)&ra, rl),
+                         (ssize_t)strlen(dg[i]));
     char buf[100];
     double t0 = t_now();
     ck_assert_int_eq(rs_recv(r, buf, sizeof buf, MSG_WAITALL), 5);
