@@ -1100,6 +1100,16 @@ static void sink_start(struct sink *k, int fd, size_t allow)
     ck_assert_int_eq(pthread_create(&k->th, NULL, sink_main, k), 0);
 }
 
+/* The send-cancel tests' start: a loop, a conn in sc whose peer *cfd reads only what the sink k
+ * is allowed to (nothing yet). */
+static rs_loop *sc_start(struct sc *sc, struct sink *k, int *cfd)
+{
+    rs_loop *l = loop_new(0, 0);
+    sc_init(sc, pair(l, cfd, 4096, 4096));
+    sink_start(k, *cfd, 0);
+    return l;
+}
+
 /* After the conn was closed: the peer read exactly the sends no cancel took, in order. */
 static void sink_check(struct sink *k, const struct sc *sc)
 {
@@ -1140,13 +1150,11 @@ static size_t sc_bytes(const struct sc *sc, bool cancelled)
  * peer reads. */
 START_TEST(send_cancel_queued_by_user)
 {
-    rs_loop *l = loop_new(0, 0);
-    int cfd;
-    rs_conn *c = pair(l, &cfd, 4096, 4096);
     static struct sc sc;
-    sc_init(&sc, c);
     struct sink k;
-    sink_start(&k, cfd, 0);
+    int cfd;
+    rs_loop *l = sc_start(&sc, &k, &cfd);
+    rs_conn *c = sc.c;
 
     sc_send(&sc, 'F', 1u << 20);
     const char *who = "ABACABACAB";
@@ -1190,13 +1198,11 @@ END_TEST
  * (so a vectored V may be split across it): V is then cancelled whole or not at all. */
 START_TEST(send_cancel_spares_sends_in_flight)
 {
-    rs_loop *l = loop_new(0, 0);
-    int cfd;
-    rs_conn *c = pair(l, &cfd, 4096, 4096);
     static struct sc sc;
-    sc_init(&sc, c);
     struct sink k;
-    sink_start(&k, cfd, 0);
+    int cfd;
+    rs_loop *l = sc_start(&sc, &k, &cfd);
+    rs_conn *c = sc.c;
 
     sc_send(&sc, 'A', 1u << 20);
     sc_send(&sc, 'A', 1000);
@@ -1278,13 +1284,11 @@ END_TEST
  * between F and the rest: what an operation after a partial write of F may gather.) */
 START_TEST(send_cancel_from_cancelled_callback)
 {
-    rs_loop *l = loop_new(0, 0);
-    int cfd;
-    rs_conn *c = pair(l, &cfd, 4096, 4096);
     static struct sc sc;
-    sc_init(&sc, c);
     struct sink k;
-    sink_start(&k, cfd, 0);
+    int cfd;
+    rs_loop *l = sc_start(&sc, &k, &cfd);
+    rs_conn *c = sc.c;
     sc_send(&sc, 'F', 1u << 20);
     /* once F is partly written, the next operation gathers up to 64 sends: these */
     for (int i = 0; i < 64; i++)
