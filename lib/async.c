@@ -166,7 +166,7 @@ static void finish_close(struct rs_conn *c)
         c->sq_head = c->sq_tail = NULL;
         fail_reqs(c, q, -ECANCELED);
     }
-    c->loop->ops->forget_fd(c->loop, c->fd);
+    rs__loop_forget_fd(c->loop, c->fd);
     close(c->fd);
     if (c->close_cb)
         c->close_cb(c, c->close_user);
@@ -525,11 +525,11 @@ EXPORT int rs_conn_read_keep(rs_conn *c, rs_rbuf **out)
         return -EALREADY;
     struct rs_loop *loop = c->loop;
     struct rs_rbuf *b;
-    if (c->cur_ring && loop->ops->buf_keep) {
+    if (c->cur_ring) {
         /* lend the backend's own buffer, if this is one (not the readiness scratch) */
         if (!(b = malloc(sizeof *b)))
             return -ENOMEM;
-        if (loop->ops->buf_keep(loop, c->cur_data) == 0) {
+        if (rs__loop_buf_keep(loop, c->cur_data) == 0) {
             *b = (struct rs_rbuf){ .loop = loop, .data = c->cur_data, .ring = true };
             c->cur_kept = true;
             *out = b;
@@ -555,7 +555,7 @@ EXPORT void rs_rbuf_release(rs_rbuf *b)
     if (!b)
         return;
     if (b->ring)
-        b->loop->ops->buf_release(b->loop, b->data);
+        rs__loop_buf_release(b->loop, b->data);
     free(b);
 }
 
@@ -686,10 +686,12 @@ static void send_kick(struct rs_conn *c)
     for (size_t i = 0; c->snd_op.kind == RS_OP_SENDMSG && i < c->batch->msg.msg_iovlen; i++)
         bytes += c->batch->iov[i].iov_len;
     c->snd_op.zc = !c->zc_off && bytes >= c->loop->zc_threshold;
-    if (submit(c, &c->snd_op) == 0)
-        c->snd_armed = true;
-    else
-        rs__loop_defer(c->loop, &c->snd_op, -EBUSY); /* fails the queue from the loop */
+    if (submit(c, &c->snd_op) < 0) {
+        /* fails the queue from the loop, counted as in flight like any op it completes */
+        rs__loop_fail(c->loop, &c->snd_op, -EBUSY);
+        c->inflight++;
+    }
+    c->snd_armed = true;
 }
 
 static void queue_send(struct rs_conn *c, struct send_req *q)
@@ -930,7 +932,7 @@ static void async_arm(struct rs_async *a);
 
 static void async_finish(struct rs_async *a)
 {
-    a->loop->ops->forget_fd(a->loop, a->fd);
+    rs__loop_forget_fd(a->loop, a->fd);
     close(a->fd);
     if (a->close_cb)
         a->close_cb(a, a->close_user);

@@ -134,7 +134,7 @@ static void step(struct he *h);
 
 static void close_attempt(struct he *h, struct attempt *a)
 {
-    h->loop->ops->forget_fd(h->loop, a->fd);
+    rs__loop_forget_fd(h->loop, a->fd);
     close(a->fd);
     a->fd = -1;
 }

@@ -105,45 +105,12 @@ EXPORT int rs_makefile(rs_file **out, rs_socket *s, const char *mode, long buffe
 
 /* Flushes shorter than this go by SEND (MSG_NOSIGNAL) even from a registered buffer.
  * WRITE_FIXED goes through the socket's write_iter, which cannot take MSG_NOSIGNAL: a peer that
- * has gone raises SIGPIPE (measured: the process dies), so it needs the guard below, two
- * sigprocmask calls. Measured with 100-byte line-buffered flushes: 3 syscalls and +35 % CPU
+ * has gone raises SIGPIPE (measured: the process dies), so it needs the engine's SIGPIPE guard
+ * (lib/loop.c), two sigprocmask calls. Measured with 100-byte line-buffered flushes: 3 syscalls and +35 % CPU
  * per line against SEND's 1; with 64 KiB flushes the guard is lost in the noise and WRITE_FIXED
  * and SEND are at parity (docs/performance.md). (io_uring's SEND refuses fixed buffers on 6.18,
  * -EINVAL; SEND_ZC takes them but loses on loopback, bench/zc-threshold.) */
 #define FIXED_WRITE_MIN (16 * 1024)
-
-/* Block SIGPIPE in this thread for one WRITE_FIXED and swallow the one it raised; a caller that
- * blocks SIGPIPE already keeps its own. */
-struct pipe_guard {
-    sigset_t old;
-    bool armed;
-};
-
-static void guard_on(struct pipe_guard *g)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    g->armed = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0 && !sigismember(&g->old, SIGPIPE);
-}
-
-static void guard_off(struct pipe_guard *g, int res)
-{
-    if (!g->armed)
-        return;
-    if (res == -EPIPE) {
-        /* SIGPIPE was not blocked before, so none was pending then: this one is ours. */
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        struct timespec zero = { 0, 0 };
-        int saved = errno;
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-        errno = saved;
-    }
-    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-}
 
 /* One receive (tx false) or send on f's socket with the socket's timeout, from/into p. b is the
  * file buffer p lies in, or NULL for the caller's memory: a buffer registered with the calling
@@ -164,13 +131,7 @@ static ssize_t xfer(rs_file *f, bool tx, const struct rs_buf *b, void *p, size_t
     op.u.io.len = min_sz(len, MAX_IO);
     op.flags = flags;
     op.buf_index = idx >= 0 ? (uint16_t)idx : 0;
-    if (kind != RS_OP_WRITE_FIXED || op.deadline == RS_DEADLINE_NOW) /* NOW: send(MSG_NOSIGNAL) */
-        return rs__loop_exec(loop, &op);
-    struct pipe_guard g;
-    guard_on(&g);
-    r = rs__loop_exec(loop, &op);
-    guard_off(&g, r);
-    return r;
+    return rs__loop_exec(loop, &op);
 }
 
 /* A receive for a read call: a timeout poisons the file's reading side (bpo-7322: what the

@@ -6,11 +6,16 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ringsock/loop.h"
 #include "loop_i.h"
 #include "fault_i.h"
+#include "socket_i.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -68,6 +73,37 @@ static int resolve_auto(int *backend, bool *probing)
     return 0;
 }
 
+/* Every live loop, so that a child of fork() can let go of the kernel objects it inherited. */
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rs_loop *reg_head;
+static _Atomic unsigned forkgen;
+
+unsigned rs__forkgen(void) { return atomic_load_explicit(&forkgen, memory_order_relaxed); }
+
+static void reg_add(struct rs_loop *loop)
+{
+    pthread_mutex_lock(&reg_lock);
+    loop->reg_prev = NULL;
+    loop->reg_next = reg_head;
+    if (reg_head)
+        reg_head->reg_prev = loop;
+    reg_head = loop;
+    pthread_mutex_unlock(&reg_lock);
+}
+
+static void reg_remove(struct rs_loop *loop)
+{
+    pthread_mutex_lock(&reg_lock);
+    if (loop->reg_prev)
+        loop->reg_prev->reg_next = loop->reg_next;
+    else if (reg_head == loop)
+        reg_head = loop->reg_next;
+    if (loop->reg_next)
+        loop->reg_next->reg_prev = loop->reg_prev;
+    loop->reg_prev = loop->reg_next = NULL;
+    pthread_mutex_unlock(&reg_lock);
+}
+
 EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
 {
     static const struct rs_loop_opts defaults = RS_LOOP_OPTS_INIT;
@@ -106,6 +142,14 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     loop->buf_count = buf_count;
     loop->buf_size = buf_size;
     loop->zc_threshold = opts->zc_threshold ? opts->zc_threshold : RS_ZC_THRESHOLD_DEFAULT;
+    /* blocking: io_uring's READ of it would fail with -EAGAIN on an O_NONBLOCK file; the
+     * readiness backends read it only once their poller says it is readable */
+    loop->wakefd = eventfd(0, EFD_CLOEXEC);
+    if (loop->wakefd < 0) {
+        int e = -errno;
+        free(loop);
+        return e;
+    }
     int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
     while (r < 0 && probing && backend != RS_BACKEND_POLL) {
         /* AUTO's probe said yes but this ring was refused (a seccomp filter installed after the
@@ -116,9 +160,11 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
         r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
     }
     if (r < 0) {
+        close(loop->wakefd);
         free(loop);
         return r;
     }
+    reg_add(loop);
     *out = loop;
     return 0;
 }
@@ -129,18 +175,32 @@ static __thread struct rs_loop *tls_loop __attribute__((tls_model("initial-exec"
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
+static void loop_release(struct rs_loop *loop)
+{
+    reg_remove(loop);
+    if (!loop->dead) {
+        rs__bufpool_free(loop);
+        rs__pipepool_free(loop);
+        loop->ops->fini(loop);
+        close(loop->wakefd);
+    } else {
+        /* the kernel objects went at the fork; the rest is our memory */
+        free(loop->bufpool);
+        free(loop->pipes);
+    }
+    if (loop == tls_loop)
+        tls_loop = NULL;
+    free(loop);
+}
+
 EXPORT int rs_loop_free(rs_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->pending)
+    /* an inherited loop's operations and buffers are the parent's business */
+    if (!loop->dead && (loop->pending || loop->kept))
         return -EBUSY;
-    rs__bufpool_free(loop);
-    rs__pipepool_free(loop);
-    loop->ops->fini(loop);
-    if (loop == tls_loop)
-        tls_loop = NULL;
-    free(loop);
+    loop_release(loop);
     return 0;
 }
 
@@ -150,35 +210,71 @@ static void thread_exit(void *p)
     if (loop == tls_loop) {
         /* Operations still pending at thread exit belong to callbacks that can never run; the
          * kernel side goes away with the ring. */
-        loop->pending = 0;
-        rs_loop_free(loop);
+        loop_release(loop);
     }
 }
 
-/* A child of fork() must not use its parent's ring (SINGLE_ISSUER rings refuse other tasks and
- * the two processes would share one): drop the inherited default loop in the child. */
+/* fork() keeps the registry and the socket layer's locks consistent: no other thread is
+ * inside them when the child's copy is taken. */
+static void before_fork(void)
+{
+    pthread_mutex_lock(&reg_lock);
+    rs__sock_locks(true);
+}
+
+static void after_fork_parent(void)
+{
+    rs__sock_locks(false);
+    pthread_mutex_unlock(&reg_lock);
+}
+
+/* A child must never act on its parent's loops: a SINGLE_ISSUER ring refuses it, and any other
+ * ring, epoll set or eventfd is shared with the parent, so an unregister, an epoll_ctl or a
+ * wake-up would change the parent's loop. The child closes its copies of their descriptors and
+ * mappings (which also stops it keeping the parent's ring, and every file its requests hold,
+ * alive). Loops of the parent's threads are unreachable here and freed; loops the caller made
+ * stay as husks for rs_loop_free. This thread gets a fresh default loop on first use. */
 static void after_fork_child(void)
 {
-    if (tls_loop) {
-        tls_loop->pending = 0;
-        rs_loop_free(tls_loop);
+    rs__sock_locks(false);
+    atomic_fetch_add(&forkgen, 1);
+    struct rs_loop *loop = reg_head;
+    while (loop) {
+        struct rs_loop *next = loop->reg_next;
+        loop->ops->abandon(loop);
+        close(loop->wakefd);
+        loop->dead = true;
+        loop->pending = 0;
+        loop->deferred_head = loop->deferred_tail = NULL;
+        if (loop->thread_default) {
+            /* unlinked here: reg_lock is held until the end of this handler */
+            if (loop->reg_prev)
+                loop->reg_prev->reg_next = next;
+            else
+                reg_head = next;
+            if (next)
+                next->reg_prev = loop->reg_prev;
+            free(loop->bufpool);
+            free(loop->pipes);
+            free(loop);
+        }
+        loop = next;
     }
+    tls_loop = NULL;
+    pthread_mutex_unlock(&reg_lock);
 }
 
-static void tls_init(void)
-{
-    pthread_key_create(&tls_key, thread_exit);
-    pthread_atfork(NULL, NULL, after_fork_child);
-}
+static void tls_init(void) { pthread_key_create(&tls_key, thread_exit); }
+
+/* At load, not at first use: a socket's call records carry the fork generation from the start. */
+__attribute__((constructor)) static void lib_init(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
 
 /* The main thread never runs pthread key destructors: free its loop when the library unloads
  * or the process exits, so that every fd is closed (valgrind --track-fds). */
 __attribute__((destructor)) static void lib_exit(void)
 {
-    if (tls_loop) {
-        tls_loop->pending = 0;
-        rs_loop_free(tls_loop);
-    }
+    if (tls_loop)
+        loop_release(tls_loop);
 }
 
 struct rs_loop *rs__loop_current(void) { return tls_loop; }
@@ -195,6 +291,7 @@ EXPORT int rs_loop_default(rs_loop **out)
     int r = rs_loop_new(&tls_loop, NULL);
     if (r < 0)
         return r;
+    tls_loop->thread_default = true;
     pthread_setspecific(tls_key, tls_loop);
     *out = tls_loop;
     return 0;
@@ -230,8 +327,65 @@ EXPORT void rs_loop_stop(rs_loop *loop)
         loop->stop = true;
 }
 
+/* Operations whose syscall cannot carry MSG_NOSIGNAL: sendfile(2), splice and write(2) into a
+ * socket raise SIGPIPE when the peer has gone. */
+static bool may_sigpipe(const struct rs_op *op)
+{
+    /* (a WRITE_FIXED that must not wait is tried as send(2) with MSG_NOSIGNAL) */
+    return op->kind == RS_OP_SENDFILE || op->kind == RS_OP_SPLICE ||
+           (op->kind == RS_OP_WRITE_FIXED && op->deadline != RS_DEADLINE_NOW);
+}
+
+/* The one SIGPIPE guard: blocked in this thread around every submit or wait that may run such an
+ * operation, and the signal one of them raised (thread-directed, so pending on us) taken back.
+ * io_uring raises it in the task that runs the request: inline at submission or in task work,
+ * both inside io_uring_enter on this thread with DEFER_TASKRUN (io-wq workers block every
+ * signal). A caller that blocks SIGPIPE itself keeps its mask, and its pending signal. */
+struct sigpipe_guard {
+    sigset_t old;
+    bool armed;   /* we blocked SIGPIPE: restore the mask after */
+    bool pending; /* SIGPIPE was pending before (only asked when the caller blocks it) */
+};
+
+static bool sigpipe_pending(void)
+{
+    sigset_t pend;
+    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+}
+
+static void guard_on(struct sigpipe_guard *g)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    g->armed = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0 && !sigismember(&g->old, SIGPIPE);
+    /* A caller that blocks SIGPIPE may have one pending of its own: that one is not ours. */
+    g->pending = !g->armed && sigpipe_pending();
+}
+
+static void guard_off(struct sigpipe_guard *g)
+{
+    /* Asked, not inferred from -EPIPE: sendfile(2) and splice raise it inside a transfer that
+     * still returns the bytes it moved before the peer went (strace: sendfile = 65536, then
+     * SIGPIPE). One pending now that was not before is ours. */
+    int saved = errno;
+    if (!g->pending && sigpipe_pending()) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    if (g->armed)
+        pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    errno = saved;
+}
+
 int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
 {
+    if (loop->dead)
+        return -EBADFD;
     op->done = false;
     op->cancelled = false;
     op->bstate = 0;
@@ -248,12 +402,34 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
         return 0;
     }
     RS_FAULT_SUBMIT(loop, op);
-    int r = loop->ops->submit(loop, op);
+    int r;
+    if (may_sigpipe(op)) {
+        struct sigpipe_guard g;
+        guard_on(&g);
+        r = loop->ops->submit(loop, op);
+        if (r == 0)
+            loop->sigpipe_ops++;
+        guard_off(&g);
+    } else {
+        r = loop->ops->submit(loop, op);
+    }
     if (r == 0) {
         loop->pending++;
         loop->stats.submitted++;
     }
     return r;
+}
+
+void rs__loop_fail(struct rs_loop *loop, struct rs_op *op, int res)
+{
+    op->done = false;
+    op->cancelled = false;
+    op->bstate = 0;
+    loop->pending++;
+    loop->stats.submitted++;
+    if (may_sigpipe(op))
+        loop->sigpipe_ops++;
+    rs__loop_defer(loop, op, res);
 }
 
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res)
@@ -265,6 +441,7 @@ void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res)
     else
         loop->deferred_head = op;
     loop->deferred_tail = op;
+    loop->ndeferred++;
 }
 
 void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
@@ -273,6 +450,8 @@ void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
     /* io_uring reports a fired LINK_TIMEOUT as -ECANCELED on the operation itself. */
     if (res == -ECANCELED && !op->cancelled && op->deadline != RS_DEADLINE_NONE)
         res = -ETIMEDOUT;
+    if (may_sigpipe(op))
+        loop->sigpipe_ops--;
     op->res = res;
     op->done = true;
     loop->pending--;
@@ -290,21 +469,25 @@ void rs__op_deliver(struct rs_loop *loop, struct rs_op *op, int res, const void 
         op->cb(op);
 }
 
+/* The operations deferred before this turn, one at a time from the shared list: a callback may
+ * run the loop again, and the nested run must complete the older ones first, not newer ones
+ * behind a detached list. */
 static int drain_deferred(struct rs_loop *loop)
 {
     int n = 0;
-    struct rs_op *op = loop->deferred_head;
-    loop->deferred_head = loop->deferred_tail = NULL;
-    while (op) {
-        struct rs_op *next = op->next;
+    for (unsigned k = loop->ndeferred; k > 0 && loop->deferred_head; k--) {
+        struct rs_op *op = loop->deferred_head;
+        loop->deferred_head = op->next;
+        if (!loop->deferred_head)
+            loop->deferred_tail = NULL;
+        loop->ndeferred--;
+        op->next = NULL;
         rs__op_complete(loop, op, op->res);
-        op = next;
         n++;
     }
     return n;
 }
 
-/* One turn: deferred completions, then the backend (without waiting if anything was done). */
 /* One turn: deferred completions, then the backend. After deferred completions the backend
  * may still block if they did not finish what the caller waits for (`until`: a blocking call's
  * op; NULL for rs_loop_run(DEFAULT), which waits for whatever comes): a send that completed
@@ -317,8 +500,25 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
     if (n > 0 && (drain_may_satisfy || (until && until->done) || loop->stop || loop->deferred_head))
         block = false;
     loop->stats.waits++;
-    int r = loop->ops->wait(loop, block);
+    int r;
+    if (loop->sigpipe_ops) {
+        struct sigpipe_guard g;
+        guard_on(&g);
+        r = loop->ops->wait(loop, block);
+        guard_off(&g);
+    } else {
+        r = loop->ops->wait(loop, block);
+    }
     return r < 0 ? r : n + r;
+}
+
+/* Sleep after the backend's wait failed, doubling from 1 ms to 100 ms: an error that persists
+ * (ENOMEM, a ring fd closed under us) must not spin a CPU while the op is reaped. */
+static void backoff(unsigned *ms)
+{
+    *ms = *ms ? (*ms >= 50 ? 100 : *ms * 2) : 1;
+    struct timespec ts = { 0, (long)*ms * 1000000L };
+    nanosleep(&ts, NULL);
 }
 
 int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
@@ -327,12 +527,24 @@ int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
     int r = rs__loop_submit(loop, op);
     if (r < 0)
         return r;
+    int err = 0;
+    bool asked = false;
+    unsigned ms = 0;
     while (!op->done) {
-        /* op lives on our caller's stack and the kernel may still write into it: an engine
-         * error cannot end this wait, only op's completion can. */
-        turn(loop, true, false, op);
+        /* Asked to end (rs_close on another thread), or the engine failing: cancel, and go on
+         * until the op's completion comes. op lives on our caller's stack and the kernel may
+         * still write into it: only its completion ends this wait. */
+        if (!asked && (err || rs__loop_aborted(loop)))
+            asked = rs__loop_cancel(loop, op) == 0;
+        r = turn(loop, true, false, op);
+        if (r < 0) {
+            if (!err)
+                err = r;
+            if (!op->done)
+                backoff(&ms);
+        }
     }
-    return op->res;
+    return err && op->res == -ECANCELED ? err : op->res;
 }
 
 int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op)
@@ -345,10 +557,42 @@ int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op)
     return loop->ops->cancel(loop, op);
 }
 
+void rs__loop_wake(struct rs_loop *loop)
+{
+    uint64_t one = 1;
+    /* fails only with the counter at its maximum: a wake-up is pending then anyway */
+    ssize_t r = write(loop->wakefd, &one, sizeof one);
+    (void)r;
+}
+
+void rs__loop_forget_fd(struct rs_loop *loop, int fd)
+{
+    if (loop && !loop->dead)
+        loop->ops->forget_fd(loop, fd);
+}
+
+int rs__loop_buf_keep(struct rs_loop *loop, const void *data)
+{
+    if (!loop->ops->buf_keep)
+        return -EOPNOTSUPP;
+    int r = loop->ops->buf_keep(loop, data);
+    if (r == 0)
+        loop->kept++;
+    return r;
+}
+
+void rs__loop_buf_release(struct rs_loop *loop, const void *data)
+{
+    loop->kept--;
+    loop->ops->buf_release(loop, data);
+}
+
 EXPORT int rs_loop_run(rs_loop *loop, int mode)
 {
     if (!loop || mode < RS_RUN_DEFAULT || mode > RS_RUN_NOWAIT)
         return -EINVAL;
+    if (loop->dead)
+        return -EBADFD;
     loop->stop = false;
     int total = 0;
     do {

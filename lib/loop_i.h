@@ -2,6 +2,7 @@
 #ifndef RS_LOOP_I_H
 #define RS_LOOP_I_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -32,6 +33,18 @@ struct rs_loop {
      * wait by a caller that knows that many will come (sendfile.c, for a linked chain): the
      * kernel then runs the chain's task work without a trip to user space per link. */
     unsigned wait_min;
+    /* Other threads end this loop's wait by writing to this eventfd (rs__loop_wake); every
+     * backend keeps a read of it armed. */
+    int wakefd;
+    /* The blocking call running on this loop's thread may be asked to end from another thread
+     * (rs_close): it sets *abort, then wakes the loop. NULL outside such a call. */
+    const atomic_bool *abort;
+    unsigned ndeferred;    /* length of the deferred list */
+    unsigned sigpipe_ops;  /* operations in flight that can raise SIGPIPE (no MSG_NOSIGNAL) */
+    bool dead;             /* inherited through fork(): only rs_loop_free may touch it */
+    bool thread_default;   /* a thread's default loop (freed with the thread) */
+    unsigned kept;         /* provided buffers lent past their delivery (rs_conn_read_keep) */
+    struct rs_loop *reg_prev, *reg_next; /* every live loop of the process (fork handling) */
 };
 
 /* Zero-copy lost to copying at every size from 4 KiB to 1 MiB on loopback (bench/zc-threshold:
@@ -44,6 +57,24 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op);
 int rs__loop_exec(struct rs_loop *loop, struct rs_op *op);
 /* Ask for op to be cancelled. */
 int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op);
+/* op could not be submitted (res < 0) but its owner wants the failure through its callback:
+ * counted as pending and completed with res on the next turn. */
+void rs__loop_fail(struct rs_loop *loop, struct rs_op *op, int res);
+/* From any thread: make loop's current or next wait return (the loop must be alive). */
+void rs__loop_wake(struct rs_loop *loop);
+/* Whether the blocking call running on loop was asked to end (see rs_loop.abort). */
+static inline bool rs__loop_aborted(const struct rs_loop *loop)
+{
+    return loop->abort && atomic_load_explicit(loop->abort, memory_order_acquire);
+}
+/* The fd is being closed by its owner: the backend forgets any registration of it. */
+void rs__loop_forget_fd(struct rs_loop *loop, int fd);
+/* Lend / give back a multishot receive's buffer (rs_conn_read_keep): -EOPNOTSUPP where the
+ * backend has nothing to lend. */
+int rs__loop_buf_keep(struct rs_loop *loop, const void *data);
+void rs__loop_buf_release(struct rs_loop *loop, const void *data);
+/* Bumped in every child of fork(): state recorded under an older value belongs to the parent. */
+unsigned rs__forkgen(void);
 /* For backends: op finished inside submit; complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
 void rs__bufpool_free(struct rs_loop *loop);

@@ -214,6 +214,16 @@ again:
     case RS_OP_READ:
         r = read(op->fd, op->u.io.buf, op->u.io.len);
         break;
+    case RS_OP_POLL: {
+        struct pollfd p = { .fd = op->fd, .events = (short)op->flags };
+        *events = (op->flags & POLLOUT) ? POLLOUT : POLLIN;
+        r = poll(&p, 1, 0);
+        if (r == 0)
+            return -EAGAIN;
+        if (r > 0)
+            return p.revents;
+        break;
+    }
     case RS_OP_TIMER:
         *events = 0;
         return -EAGAIN;
@@ -242,6 +252,9 @@ void rs__op_try_events(const struct rs_op *op, short *events)
         break;
     case RS_OP_SPLICE:
         *events = op->u.splice.fd_out == op->fd ? POLLOUT : POLLIN;
+        break;
+    case RS_OP_POLL:
+        *events = (op->flags & POLLOUT) ? POLLOUT : POLLIN;
         break;
     default:
         *events = POLLIN;

@@ -164,7 +164,8 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 /* The socket's timeout in ns, or -1 for none. */
 static int64_t timeout_ns(const struct rs_socket *s)
 {
-    return s->timeout < 0 ? -1 : (int64_t)(s->timeout * 1e9);
+    double t = rs__sock_timeout(s);
+    return t < 0 ? -1 : (int64_t)(t * 1e9);
 }
 
 /* ---- splice: file -> pipe -> socket ------------------------------------------------------- */
@@ -237,6 +238,7 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
     if (sub == 0)
         return 0;
     bool seen[OPS_MAX] = { false };
+    bool aborted = false;
     for (;;) {
         unsigned left = 0;
         for (size_t i = 0; i < sub; i++) {
@@ -254,7 +256,14 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
          * chain breaks): wait for all of them in one io_uring_enter. ops live on our stack and
          * the kernel may still write into them: only their completion ends this wait (as in
          * rs__loop_exec). */
-        x->loop->wait_min = left;
+        if (!aborted && rs__loop_aborted(x->loop)) {
+            /* rs_close on another thread: end the chain (its ops complete with -ECANCELED) */
+            aborted = true;
+            for (size_t i = 0; i < sub; i++)
+                if (!ops[i].done)
+                    rs__loop_cancel(x->loop, &ops[i]);
+        }
+        x->loop->wait_min = aborted ? 1 : left;
         rs_loop_run(x->loop, RS_RUN_ONCE);
         x->loop->wait_min = 0;
     }
@@ -383,7 +392,8 @@ static int via_sendfile(struct xfer *x)
 /* ---- read + send ---------------------------------------------------------------------------- */
 
 /* Read from a stream source (pipe, socket, device) without ever blocking past the socket's
- * timeout: a blocking source is read only after poll says it has data. */
+ * timeout: a blocking source is read only after the engine says it has data (an RS_OP_POLL, so
+ * that rs_close on another thread ends the wait as it ends any other). */
 static ssize_t read_stream(struct xfer *x, bool nonblock, void *buf, size_t n)
 {
     int64_t deadline = rs__sock_deadline(x->s);
@@ -396,21 +406,17 @@ static ssize_t read_stream(struct xfer *x, bool nonblock, void *buf, size_t n)
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
                 return -errno;
         }
-        int ms = -1;
-        if (deadline != RS_DEADLINE_NONE) {
-            int64_t left = deadline - rs__now();
-            if (left <= 0)
-                return -ETIMEDOUT;
-            int64_t m = (left + 999999) / 1000000;
-            ms = m > INT_MAX ? INT_MAX : (int)m;
-        }
-        struct pollfd pfd = { .fd = x->fd, .events = POLLIN };
-        int r = poll(&pfd, 1, ms);
-        if (r < 0 && errno != EINTR)
-            return -errno;
-        if (r > 0 && (pfd.revents & POLLNVAL))
+        struct rs_op op;
+        rs__sock_op(&op, x->s, RS_OP_POLL, deadline);
+        op.fd = x->fd;
+        op.fdgen = rs__fdgen_next(); /* not the socket's fd: its own registration */
+        op.flags = POLLIN;
+        int r = rs__loop_exec(x->loop, &op);
+        if (r < 0)
+            return r;
+        if (r & POLLNVAL)
             return -EBADF;
-        ready = r > 0;
+        ready = true;
     }
 }
 
@@ -474,42 +480,6 @@ static int via_readsend(struct xfer *x, bool seekable)
 
 /* ---- the call ------------------------------------------------------------------------------- */
 
-/* sendfile(2), splice in our own thread and WRITE_FIXED (write(2) semantics) have no
- * MSG_NOSIGNAL: a peer gone away raises SIGPIPE, which must not kill the caller. SIGPIPE is
- * blocked around them and the one we raised (thread-directed, so pending on us) is taken back.
- * io_uring's SPLICE runs in its io-wq workers, which block every signal: no guard is needed. */
-struct sigpipe_guard {
-    bool on;
-    sigset_t old;
-};
-
-static void guard_on(struct sigpipe_guard *g)
-{
-    if (g->on)
-        return;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    g->on = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0;
-}
-
-static void guard_off(struct sigpipe_guard *g, int err)
-{
-    if (!g->on)
-        return;
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    if (err == -EPIPE) {
-        struct timespec zero = { 0, 0 };
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-    }
-    if (!sigismember(&g->old, SIGPIPE))
-        pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-    g->on = false;
-}
-
 static int path_from_env(enum path *p)
 {
     static const char *const names[] = { "auto", "splice", "sendfile", "readsend" };
@@ -534,7 +504,7 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
 {
     if (!s || atomic_load(&s->closed))
         return -EBADF;
-    if (s->type != SOCK_STREAM || s->timeout == 0 || (offset && *offset < 0))
+    if (s->type != SOCK_STREAM || rs__sock_timeout(s) == 0 || (offset && *offset < 0))
         return -EINVAL;
     enum path path;
     int r = path_from_env(&path);
@@ -576,8 +546,11 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
     struct rs_pipepool *pp = pool_of(loop);
     if (!pp)
         return -ENOMEM;
-    if (!rs__sock_begin(s))
-        return -EBADF;
+
+    struct rs_call call;
+    r = rs__sock_enter(s, &call, &loop);
+    if (r < 0)
+        return r;
     struct xfer x = { .s = s, .loop = loop, .st = &pp->stats, .fd = fd, .start = start, .want = want };
     pp->stats.calls++;
     bool uring = rs_loop_backend(loop) == RS_BACKEND_URING;
@@ -586,7 +559,6 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
     else if (path == PATH_AUTO)
         path = uring && want >= SPLICE_MIN ? PATH_SPLICE : PATH_SENDFILE;
 
-    struct sigpipe_guard guard = { .on = false };
     r = 0;
     if (path == PATH_SPLICE) {
         struct pipe_ent p;
@@ -594,8 +566,6 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
             pp->stats.pipe_misses++;
             path = PATH_SENDFILE;
         } else {
-            if (!uring)
-                guard_on(&guard);
             uint64_t inpipe = 0;
             bool fenced = false;
             r = via_splice(&x, &p, &inpipe, &fenced);
@@ -611,7 +581,6 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
         }
     }
     if (path == PATH_SENDFILE) {
-        guard_on(&guard);
         r = via_sendfile(&x);
         if (r == REFUSED) {
             pp->stats.fallbacks++;
@@ -619,10 +588,8 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
         }
     }
     if (path == PATH_READSEND) {
-        guard_on(&guard); /* WRITE_FIXED */
         r = via_readsend(&x, regular);
     }
-    guard_off(&guard, r);
 
     if (offset)
         *offset = (off_t)(start + (int64_t)x.sent);
@@ -630,8 +597,7 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
         r = -errno;
     if (r < 0 && atomic_load(&s->closed))
         r = -EBADF; /* rs_close from another thread woke us */
-    atomic_fetch_sub(&s->busy, 1);
-    rs__sock_drop(s);
+    rs__sock_leave(s, &call);
     return r < 0 ? r : (ssize_t)x.sent;
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,37 @@ EXPORT void rs_setdefaulttimeout(double seconds)
 
 EXPORT double rs_getdefaulttimeout(void) { return atomic_load(&default_timeout); }
 
+/* Socket locks, striped by address: a call's entry and exit and rs_close meet under one, so a
+ * close either sees a call and wakes it, or the call sees the close. Global stripes rather than a
+ * lock per socket so that fork() can take them all (rs__sock_locks): a child never inherits one
+ * held by a thread that does not exist there. */
+#define NLOCKS 64
+static struct {
+    _Alignas(64) pthread_mutex_t m; /* a cache line each: unrelated sockets do not contend */
+} locks[NLOCKS];
+
+__attribute__((constructor)) static void locks_init(void)
+{
+    for (int i = 0; i < NLOCKS; i++)
+        pthread_mutex_init(&locks[i].m, NULL);
+}
+
+static pthread_mutex_t *lock_of(const struct rs_socket *s)
+{
+    uintptr_t h = (uintptr_t)s;
+    return &locks[(h >> 6 ^ h >> 12) % NLOCKS].m;
+}
+
+void rs__sock_locks(bool lock)
+{
+    for (int i = 0; i < NLOCKS; i++) {
+        if (lock)
+            pthread_mutex_lock(&locks[i].m);
+        else
+            pthread_mutex_unlock(&locks[i].m);
+    }
+}
+
 int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
 {
     struct rs_socket *s = malloc(sizeof *s);
@@ -42,10 +74,10 @@ int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
     s->fd = fd;
     atomic_init(&s->closed, false);
     atomic_init(&s->refs, 1);
-    atomic_init(&s->busy, 0);
+    s->calls = NULL;
     s->family = family;
     s->type = type;
-    s->timeout = timeout;
+    atomic_init(&s->timeout, timeout);
     s->id = rs__fdgen_next();
     *out = s;
     return 0;
@@ -67,44 +99,104 @@ void rs__sock_drop(struct rs_socket *s)
 {
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
-    struct rs_loop *loop = rs__loop_current();
-    if (loop)
-        loop->ops->forget_fd(loop, s->fd);
+    rs__loop_forget_fd(rs__loop_current(), s->fd);
     /* Linux releases the fd even when close(2) says EINTR: never retry. */
     close(s->fd);
     free(s);
+}
+
+/* In a child of fork(), the calls its parent's threads had in progress are copies that never
+ * end here: unlink them (under s's lock) and return how many references they held. */
+static unsigned purge_stale(struct rs_socket *s)
+{
+    unsigned n = 0, gen = rs__forkgen();
+    for (struct rs_call *c = s->calls, *next; c; c = next) {
+        next = c->next;
+        if (c->forkgen == gen)
+            continue;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            s->calls = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        n++;
+    }
+    return n;
 }
 
 int rs__sock_detach(struct rs_socket *s)
 {
     if (!s || atomic_load(&s->closed))
         return -EBADF;
+    pthread_mutex_t *m = lock_of(s);
+    pthread_mutex_lock(m);
+    unsigned stale = purge_stale(s);
+    pthread_mutex_unlock(m);
+    atomic_fetch_sub(&s->refs, stale);
     unsigned one = 1;
     if (!atomic_compare_exchange_strong(&s->refs, &one, 0))
         return -EBUSY;
     int fd = s->fd;
-    struct rs_loop *loop = rs__loop_current();
-    if (loop)
-        loop->ops->forget_fd(loop, fd);
+    rs__loop_forget_fd(rs__loop_current(), fd);
     free(s);
     return fd;
 }
 
-bool rs__sock_begin(struct rs_socket *s)
+int rs__sock_enter(struct rs_socket *s, struct rs_call *c, struct rs_loop **loop)
 {
-    if (!rs__sock_hold(s))
-        return false;
-    atomic_fetch_add(&s->busy, 1);
-    return true;
+    if (!s)
+        return -EBADF;
+    int r = rs_loop_default(loop);
+    if (r < 0)
+        return r;
+    c->loop = *loop;
+    atomic_init(&c->abort, false);
+    c->forkgen = rs__forkgen();
+    c->prev = NULL;
+    pthread_mutex_t *m = lock_of(s);
+    pthread_mutex_lock(m);
+    if (atomic_load_explicit(&s->closed, memory_order_relaxed)) {
+        pthread_mutex_unlock(m);
+        return -EBADF;
+    }
+    c->next = s->calls;
+    if (s->calls)
+        s->calls->prev = c;
+    s->calls = c;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(m);
+    c->outer = (*loop)->abort;
+    (*loop)->abort = &c->abort;
+    return 0;
 }
 
-int rs__sock_call(struct rs_socket *s, struct rs_op *op)
+void rs__sock_leave(struct rs_socket *s, struct rs_call *c)
 {
-    int r = rs__sock_exec(op);
+    c->loop->abort = c->outer;
+    pthread_mutex_t *m = lock_of(s);
+    pthread_mutex_lock(m);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    pthread_mutex_unlock(m);
+    rs__sock_drop(s);
+}
+
+int rs__sock_run(struct rs_socket *s, struct rs_op *op)
+{
+    struct rs_call c;
+    struct rs_loop *loop;
+    int r = rs__sock_enter(s, &c, &loop);
+    if (r < 0)
+        return r;
+    r = rs__loop_exec(loop, op);
     if (r <= 0 && atomic_load(&s->closed))
         r = -EBADF;
-    atomic_fetch_sub(&s->busy, 1);
-    rs__sock_drop(s);
+    rs__sock_leave(s, &c);
     return r;
 }
 
@@ -133,13 +225,13 @@ EXPORT int rs_settimeout(rs_socket *s, double seconds)
         return -EBADF;
     if (!timeout_valid(seconds))
         return -EINVAL;
-    s->timeout = seconds;
+    atomic_store_explicit(&s->timeout, seconds, memory_order_relaxed);
     return 0;
 }
 
-EXPORT double rs_gettimeout(const rs_socket *s) { return s ? s->timeout : NAN; }
+EXPORT double rs_gettimeout(const rs_socket *s) { return s ? rs__sock_timeout(s) : NAN; }
 
-int64_t rs__sock_deadline(const struct rs_socket *s) { return rs__deadline_from_timeout(s->timeout); }
+int64_t rs__sock_deadline(const struct rs_socket *s) { return rs__deadline_from_timeout(rs__sock_timeout(s)); }
 
 void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline)
 {
@@ -148,15 +240,6 @@ void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t 
     op->fd = s->fd;
     op->fdgen = s->id;
     op->deadline = deadline;
-}
-
-int rs__sock_exec(struct rs_op *op)
-{
-    struct rs_loop *loop;
-    int r = rs_loop_default(&loop);
-    if (r < 0)
-        return r;
-    return rs__loop_exec(loop, op);
 }
 
 EXPORT int rs_bind(rs_socket *s, const struct sockaddr *sa, socklen_t len)
@@ -182,13 +265,13 @@ EXPORT int rs_connect(rs_socket *s, const struct sockaddr *sa, socklen_t len)
 {
     if (!sa || len < sizeof(sa_family_t))
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     struct rs_op op;
     rs__sock_op(&op, s, RS_OP_CONNECT, rs__sock_deadline(s));
     op.u.connect.sa = sa;
     op.u.connect.len = len;
-    return rs__sock_call(s, &op);
+    return rs__sock_run(s, &op);
 }
 
 EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *peer, socklen_t *peerlen)
@@ -198,7 +281,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     *conn = NULL;
     if ((peer == NULL) != (peerlen == NULL))
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     struct sockaddr_storage ss;
     socklen_t sslen = sizeof ss;
@@ -208,7 +291,7 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     op.u.accept.len = &sslen;
     op.flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
     int family = s->family, type = s->type;
-    int fd = rs__sock_call(s, &op);
+    int fd = rs__sock_run(s, &op);
     if (fd < 0)
         return fd;
     if (peer) {
@@ -228,7 +311,7 @@ static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, i
 {
     if (!buf && len)
         return s ? -EFAULT : -EBADF;
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     struct rs_op op;
     /* MSG_DONTWAIT asks for this one call what timeout 0 asks for every call. */
@@ -236,7 +319,7 @@ static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, i
     op.u.io.buf = buf;
     op.u.io.len = len > MAX_IO ? MAX_IO : len;
     op.flags = flags;
-    return rs__sock_call(s, &op);
+    return rs__sock_run(s, &op);
 }
 
 EXPORT ssize_t rs_send(rs_socket *s, const void *buf, size_t len, int flags)
@@ -253,16 +336,31 @@ EXPORT ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flag
 {
     size_t done = 0;
     ssize_t r = 0;
-    if (!s || atomic_load(&s->closed))
-        r = -EBADF;
+    struct rs_call c;
+    struct rs_loop *loop = NULL;
+    if (!buf && len)
+        r = s ? -EFAULT : -EBADF;
     else if (len > SSIZE_MAX)
-        r = -EINVAL;
-    /* One deadline for the whole call, as socket.py >= 3.5. */
-    int64_t deadline = s ? rs__sock_deadline(s) : 0;
-    while (r >= 0 && done < len) {
-        r = io_op(s, RS_OP_SEND, (char *)(uintptr_t)buf + done, len - done, flags, deadline);
-        if (r > 0)
-            done += (size_t)r;
+        r = s ? -EINVAL : -EBADF;
+    else
+        r = rs__sock_enter(s, &c, &loop);
+    if (r == 0) {
+        /* One call from entry to return, sends and all: one reference held throughout (a close
+         * from another thread cannot free s under us) and one deadline, as socket.py >= 3.5. */
+        int64_t deadline = (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s);
+        while (r >= 0 && done < len) {
+            struct rs_op op;
+            rs__sock_op(&op, s, RS_OP_SEND, deadline);
+            op.u.io.buf = (char *)(uintptr_t)buf + done;
+            op.u.io.len = len - done > MAX_IO ? MAX_IO : len - done;
+            op.flags = flags;
+            r = rs__loop_exec(loop, &op);
+            if (r > 0)
+                done += (size_t)r;
+            else if (atomic_load(&s->closed))
+                r = -EBADF; /* rs_close on another thread ended the wait */
+        }
+        rs__sock_leave(s, &c);
     }
     if (sent)
         *sent = done;
@@ -278,14 +376,24 @@ EXPORT int rs_close(rs_socket *s)
 {
     if (!s)
         return 0;
-    if (atomic_exchange(&s->closed, true))
+    pthread_mutex_t *m = lock_of(s);
+    pthread_mutex_lock(m);
+    if (atomic_exchange(&s->closed, true)) {
+        pthread_mutex_unlock(m);
         return -EBADF;
-    /* Calls blocked on s in other threads: shutdown wakes them (their receive sees EOF, an
-     * accept EINVAL) and they return -EBADF; the last of them closes the fd. close(2) alone
-     * would leave them waiting, and an io_uring operation keeps the file open. Open files
-     * (rs_makefile) keep the fd open and working, as socket.py's _io_refs do. */
-    if (atomic_load(&s->busy) > 0)
-        shutdown(s->fd, SHUT_RDWR);
+    }
+    /* Calls in progress on other threads are asked to end: each one's loop cancels its
+     * operation and the call returns -EBADF (or what it transferred); the last reference
+     * closes the fd. Never shutdown(): the socket may be shared with another process (fork)
+     * or another handle (dup), and an open rs_makefile file keeps it working, as socket.py's
+     * _io_refs do. A child of fork() drops the references of its parent's calls. */
+    unsigned stale = purge_stale(s);
+    for (struct rs_call *c = s->calls; c; c = c->next) {
+        atomic_store_explicit(&c->abort, true, memory_order_release);
+        rs__loop_wake(c->loop);
+    }
+    pthread_mutex_unlock(m);
+    atomic_fetch_sub(&s->refs, stale);
     rs__sock_drop(s);
     return 0;
 }
@@ -412,7 +520,7 @@ EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int 
 {
     if ((!buf && len) || (!fds && nfds) || nfds > RS_MAX_FDS)
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     union {
         char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
@@ -434,14 +542,14 @@ EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int 
     rs__sock_op(&op, s, RS_OP_SENDMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
     op.u.msg = &msg;
     op.flags = flags;
-    return rs__sock_call(s, &op);
+    return rs__sock_run(s, &op);
 }
 
 EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t *nfds, int flags)
 {
     if ((!buf && len) || !nfds || (!fds && *nfds) || *nfds > RS_MAX_FDS)
         return s ? -EINVAL : -EBADF;
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     union {
         char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
@@ -459,7 +567,7 @@ EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t
     rs__sock_op(&op, s, RS_OP_RECVMSG, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
     op.u.msg = &msg;
     op.flags = flags | MSG_CMSG_CLOEXEC;
-    int r = rs__sock_call(s, &op);
+    int r = rs__sock_run(s, &op);
     if (r < 0)
         return r;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
@@ -489,13 +597,13 @@ EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t
  * msg_namelen and msg_flags back into the caller's msghdr on every backend. */
 static ssize_t msg_op(rs_socket *s, int kind, struct msghdr *msg, int flags)
 {
-    if (!rs__sock_begin(s))
+    if (!s || atomic_load(&s->closed))
         return -EBADF;
     struct rs_op op;
     rs__sock_op(&op, s, kind, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : rs__sock_deadline(s));
     op.u.msg = msg;
     op.flags = flags;
-    return rs__sock_call(s, &op);
+    return rs__sock_run(s, &op);
 }
 
 /* Refused here rather than by the kernel: the fault-injection layer walks msg_iov before any
@@ -575,7 +683,7 @@ EXPORT int rs_detach(rs_socket *s)
     if (!s)
         return -EBADF;
     /* read before the detach frees s */
-    bool blocking = s->timeout == RS_TIMEOUT_NONE;
+    bool blocking = rs__sock_timeout(s) == RS_TIMEOUT_NONE;
     int fd = rs__sock_detach(s);
     if (fd >= 0 && blocking) {
         /* The object kept the fd O_NONBLOCK for the backends; socket.py hands out a blocking

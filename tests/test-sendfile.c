@@ -498,8 +498,10 @@ START_TEST(peer_closes_tcp)
     struct result got;
     read_result(&sink, &got, 30);
     ck_assert_uint_eq(got.n, 3000000);
-    /* the peer's 64 KiB SO_RCVBUF is doubled by the kernel, as ours is */
-    unsigned long long slack = (unsigned long long)sndbuf + 2 * 65536;
+    /* the peer's 64 KiB SO_RCVBUF is doubled by the kernel, as ours is; TCP may queue one
+     * (GSO, up to 64 KiB) segment past a full receive buffer (seen once under load: 12,662 bytes
+     * over) */
+    unsigned long long slack = (unsigned long long)sndbuf + 3 * 65536;
     ck_assert_msg((unsigned long long)off >= got.n && (unsigned long long)off <= got.n + slack,
                   "offset %lld, peer read %llu, buffers %llu", (long long)off, got.n, slack);
     struct result want;

@@ -25,6 +25,7 @@ enum rs_op_kind {
     RS_OP_SENDFILE,    /* u.splice.fd_in/off_in -> op->fd with sendfile(2) */
     RS_OP_READ,        /* read(2) of u.io from a pipe or eventfd (not a socket) */
     RS_OP_DEFER,       /* no I/O: completes (0) on the next loop turn, without the kernel */
+    RS_OP_POLL,        /* wait until op->fd is ready for op->flags (POLLIN/POLLOUT): res = revents */
     RS_OP__COUNT
 };
 
@@ -76,6 +77,9 @@ struct rs_backend_ops {
     const char *name;
     int  (*init)(struct rs_loop *loop, unsigned entries, unsigned flags);
     void (*fini)(struct rs_loop *loop);
+    /* In a child of fork(): close the kernel objects and unmap the memory the loop inherited,
+     * without a single call that would act on the parent's (no unregister, no epoll_ctl). */
+    void (*abandon)(struct rs_loop *loop);
     /* Start op. Returns 0 (op->cb / op->done follow exactly once) or -errno (never completes).
      * May complete the op before returning if it finishes at once. */
     int  (*submit)(struct rs_loop *loop, struct rs_op *op);

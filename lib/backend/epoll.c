@@ -14,7 +14,6 @@
 
 struct epoll_state {
     int epfd;
-    struct epoll_event ev[MAX_EVENTS];
 };
 
 static int ep_init(struct ready *r)
@@ -25,6 +24,14 @@ static int ep_init(struct ready *r)
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (s->epfd < 0) {
         int e = -errno;
+        free(s);
+        return e;
+    }
+    /* level-triggered: a wake-up stays visible until rs__ready_woken reads it */
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = r->wakefd };
+    if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, r->wakefd, &ev) < 0) {
+        int e = -errno;
+        close(s->epfd);
         free(s);
         return e;
     }
@@ -70,16 +77,23 @@ static void ep_forget(struct ready *r, int fd, struct fdent *e)
 static int ep_wait(struct ready *r, int timeout_ms)
 {
     struct epoll_state *s = r->pstate;
-    int n = epoll_wait(s->epfd, s->ev, MAX_EVENTS, timeout_ms);
+    /* on our stack: a callback that runs the loop again must not overwrite the events this
+     * wait has yet to dispatch */
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(s->epfd, evs, MAX_EVENTS, timeout_ms);
     if (n < 0)
         return -errno;
     int done = 0;
     for (int i = 0; i < n; i++) {
-        uint32_t ev = s->ev[i].events;
+        if (evs[i].data.fd == r->wakefd) {
+            rs__ready_woken(r);
+            continue;
+        }
+        uint32_t ev = evs[i].events;
         short pe = (short)(ev & (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLPRI));
         if (ev & EPOLLRDHUP)
             pe |= EPOLLIN;
-        done += rs__ready_event(r, s->ev[i].data.fd, pe);
+        done += rs__ready_event(r, evs[i].data.fd, pe);
     }
     return done;
 }
@@ -103,6 +117,7 @@ const struct rs_backend_ops rs__epoll_ops = {
     .name = "epoll",
     .init = epoll_backend_init,
     .fini = rs__ready_fini,
+    .abandon = rs__ready_fini, /* close(2) of the epoll fd and free(): nothing acts on the set */
     .submit = rs__ready_submit,
     .wait = rs__ready_wait,
     .cancel = rs__ready_cancel,

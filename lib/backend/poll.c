@@ -20,6 +20,15 @@ static int pl_init(struct ready *r)
     struct poll_state *s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
+    /* slot 0 is the wake-up eventfd for the loop's whole life: drop_slot never moves it */
+    s->v = malloc(16 * sizeof *s->v);
+    if (!s->v) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->cap = 16;
+    s->len = 1;
+    s->v[0] = (struct pollfd){ .fd = r->wakefd, .events = POLLIN };
     r->pstate = s;
     return 0;
 }
@@ -86,20 +95,38 @@ static int pl_wait(struct ready *r, int timeout_ms)
         return -errno;
     if (n == 0)
         return 0;
-    if ((size_t)n > s->ready_cap) {
-        struct pollfd *v = realloc(s->ready, (size_t)n * sizeof *v);
-        if (!v)
+    if (s->v[0].revents) {
+        rs__ready_woken(r);
+        n--;
+    }
+    /* The snapshot is taken from the state for the dispatch: a callback that runs the loop
+     * again makes its own and must not overwrite the entries this wait has yet to dispatch. */
+    struct pollfd *ready = s->ready;
+    size_t cap = s->ready_cap;
+    s->ready = NULL;
+    s->ready_cap = 0;
+    if ((size_t)n > cap) {
+        struct pollfd *v = realloc(ready, (size_t)n * sizeof *v);
+        if (!v) {
+            free(ready);
             return -ENOMEM;
-        s->ready = v;
-        s->ready_cap = (size_t)n;
+        }
+        ready = v;
+        cap = (size_t)n;
     }
     size_t k = 0;
-    for (size_t i = 0; i < s->len && k < (size_t)n; i++)
+    for (size_t i = 1; i < s->len && k < (size_t)n; i++)
         if (s->v[i].revents)
-            s->ready[k++] = s->v[i];
+            ready[k++] = s->v[i];
     int done = 0;
     for (size_t i = 0; i < k; i++)
-        done += rs__ready_event(r, s->ready[i].fd, s->ready[i].revents);
+        done += rs__ready_event(r, ready[i].fd, ready[i].revents);
+    if (!s->ready) {
+        s->ready = ready;
+        s->ready_cap = cap;
+    } else {
+        free(ready);
+    }
     return done;
 }
 
@@ -122,6 +149,7 @@ const struct rs_backend_ops rs__poll_ops = {
     .name = "poll",
     .init = poll_backend_init,
     .fini = rs__ready_fini,
+    .abandon = rs__ready_fini, /* memory only */
     .submit = rs__ready_submit,
     .wait = rs__ready_wait,
     .cancel = rs__ready_cancel,

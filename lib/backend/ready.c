@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../loop_i.h"
 #include "ready_i.h"
@@ -47,6 +48,7 @@ int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p)
         return -ENOMEM;
     r->p = p;
     r->loop = loop;
+    r->wakefd = loop->wakefd;
     int rc = p->init(r);
     if (rc < 0) {
         free(r);
@@ -66,6 +68,13 @@ void rs__ready_fini(struct rs_loop *loop)
     free(r->fds);
     free(r);
     loop->be = NULL;
+}
+
+void rs__ready_woken(struct ready *r)
+{
+    uint64_t v;
+    ssize_t n = read(r->wakefd, &v, sizeof v);
+    (void)n; /* level-triggered: a read that failed is retried at the next wait */
 }
 
 static void list_append(struct rs_op **head, struct rs_op **tail, struct rs_op *op)
@@ -173,9 +182,20 @@ int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
 static bool run_multishot(struct ready *r, struct rs_op *op, int *res, int *n)
 {
     bool own_buf = op->kind == RS_OP_RECV && !op->u.io.buf;
+    /* A callback that runs the loop again may come back here while the outer delivery's bytes
+     * are still in scratch: the nested one gets a buffer of its own. */
+    char *buf = r->scratch;
+    bool nested = own_buf && r->scratch_busy;
+    if (nested && !(buf = malloc(RS_READY_RECV_BUF))) {
+        *res = -ENOMEM;
+        return false;
+    }
+    if (own_buf && !nested)
+        r->scratch_busy = true;
+    bool waiting = true;
     for (;;) {
         if (own_buf) {
-            op->u.io.buf = r->scratch;
+            op->u.io.buf = buf;
             op->u.io.len = RS_READY_RECV_BUF;
         }
         short ev;
@@ -183,18 +203,24 @@ static bool run_multishot(struct ready *r, struct rs_op *op, int *res, int *n)
         if (own_buf)
             op->u.io.buf = NULL;
         if (v == -EAGAIN)
-            return true;
+            break;
         bool more = op->kind == RS_OP_RECV ? v > 0 : v >= 0;
         if (!more) {
             *res = v;
             op->mdata = NULL;
-            return false;
+            waiting = false;
+            break;
         }
-        rs__op_deliver(r->loop, op, v, own_buf ? r->scratch : op->u.io.buf);
+        rs__op_deliver(r->loop, op, v, own_buf ? buf : op->u.io.buf);
         (*n)++;
         if (!(op->bstate & ON_LIST))
-            return true; /* the callback stopped it */
+            break; /* the callback stopped it */
     }
+    if (nested)
+        free(buf);
+    else if (own_buf)
+        r->scratch_busy = false;
+    return waiting;
 }
 
 /* Retry the waiters of one list of fd in order until one would block again. The list is found

@@ -42,6 +42,8 @@ struct ready {
     int *kick;    /* fds to try on the next turn without waiting for an event */
     size_t nkick, kick_cap;
     char *scratch; /* multishot receives read here; the callback borrows it */
+    bool scratch_busy; /* a delivery from scratch is in progress (a callback may run the loop) */
+    int wakefd;        /* the loop's wake-up eventfd: pollers watch it, level-triggered */
 };
 
 int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p);
@@ -52,6 +54,8 @@ int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op);
 void rs__ready_forget_fd(struct rs_loop *loop, int fd);
 int rs__ready_buffers_init(struct rs_loop *loop, unsigned nslots);
 int rs__ready_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
+/* For pollers: the wake-up eventfd was readable; reset it. */
+void rs__ready_woken(struct ready *r);
 /* For pollers: fd is ready for revents (POLLIN/POLLOUT/POLLERR/POLLHUP bits). */
 int rs__ready_event(struct ready *r, int fd, short revents);
 

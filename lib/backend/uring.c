@@ -18,6 +18,8 @@
 
 /* user_data of SQEs whose completions carry no news (link timeouts, cancel requests). */
 #define UD_IGNORE 0
+/* user_data of the read of the loop's wake-up eventfd, always armed (rs__loop_wake) */
+#define UD_WAKE 1
 
 static const int needed_ops[] = {
     IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
@@ -119,9 +121,23 @@ struct uring_be {
      * (that would spin on -ENOBUFS while the buffers stay out) */
     bool keep_now; /* the delivery in progress is being kept */
     struct rs_op *starved;
+    uint64_t wakebuf; /* the wake-up read's 8 bytes */
 };
 
 static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
+
+static struct io_uring_sqe *get_sqe(struct io_uring *ring);
+
+/* The read of the wake-up eventfd: completes when another thread writes it, ending our wait. */
+static void arm_wake(struct rs_loop *loop)
+{
+    struct uring_be *be = loop->be;
+    struct io_uring_sqe *sqe = get_sqe(&be->ring);
+    if (!sqe)
+        return; /* cannot happen after a submit made room; a wake-up then waits for our next turn */
+    io_uring_prep_read(sqe, loop->wakefd, &be->wakebuf, sizeof be->wakebuf, 0);
+    io_uring_sqe_set_data64(sqe, UD_WAKE);
+}
 
 static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
 {
@@ -188,6 +204,8 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
         f |= RS_FEAT_MULTISHOT_RECV;
     be->features = f | RS_FEAT_FIXED_BUFFERS | RS_FEAT_LINK_TIMEOUT;
     loop->be = be;
+    /* queued only: it goes to the kernel with the loop's first submission, at no extra cost */
+    arm_wake(loop);
     return 0;
 }
 
@@ -303,6 +321,21 @@ static void uring_fini(struct rs_loop *loop)
     loop->be = NULL;
 }
 
+/* In a fork child: io_uring_queue_exit only unmaps the rings and closes the fd (the ring fd is
+ * not registered); the buffer rings are unmapped without unregistering them from the parent's
+ * ring. */
+static void uring_abandon(struct rs_loop *loop)
+{
+    struct uring_be *be = loop->be;
+    for (unsigned k = 0; k < be->ngen; k++) {
+        munmap(be->gen[k].br, be->gen[k].br_bytes);
+        munmap(be->gen[k].bufs, be->gen[k].bufs_bytes);
+    }
+    io_uring_queue_exit(&be->ring);
+    free(be);
+    loop->be = NULL;
+}
+
 static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
     struct io_uring_sqe *sqe = RS_FAULT_GET_SQE(ring);
@@ -409,6 +442,9 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             break;
         case RS_OP_READ:
             io_uring_prep_read(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), (__u64)-1);
+            break;
+        case RS_OP_POLL:
+            io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->flags);
             break;
         case RS_OP_TIMER:
             ts->tv_sec = op->deadline / 1000000000;
@@ -610,30 +646,34 @@ static int uring_wait(struct rs_loop *loop, bool block)
     if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
         return r;
     int n = 0;
-    /* Copy out and advance before dispatching: a callback may run the loop again. The ring is
-     * walked inline (io_uring_for_each_cqe) rather than with io_uring_peek_batch_cqe, a library
+    /* One CQE at a time, consumed before it is handled: a callback may run the loop again, and
+     * the nested run must find the completions after this one still in the ring, in order (a
+     * batch copied out first would hand the outer run stale ones: bytes out of order, or an op
+     * a nested run freed). Walked inline rather than with io_uring_peek_batch_cqe, a library
      * call with its own barriers that callgrind put at ~35 instructions per blocking call. */
     for (;;) {
-        struct { struct rs_op *op; int res; unsigned flags; } batch[64];
         struct io_uring_cqe *cqe;
-        unsigned head, got = 0, k = 0;
+        unsigned head, got = 0;
+        uint64_t ud = UD_IGNORE;
+        int res = 0;
+        unsigned flags = 0;
         io_uring_for_each_cqe(ring, head, cqe) {
-            uint64_t ud = cqe->user_data;
-            got++;
-            if (ud != UD_IGNORE) {
-                batch[k].op = (struct rs_op *)(uintptr_t)ud;
-                batch[k].res = RS_FAULT_CQE(batch[k].op, cqe->res);
-                batch[k].flags = cqe->flags;
-                k++;
-            }
-            if (got == 64)
-                break;
-        }
-        if (got == 0)
+            ud = cqe->user_data;
+            res = cqe->res;
+            flags = cqe->flags;
+            got = 1;
             break;
-        io_uring_cq_advance(ring, got);
-        for (unsigned i = 0; i < k; i++)
-            n += handle(loop, batch[i].op, batch[i].res, batch[i].flags);
+        }
+        if (!got)
+            break;
+        io_uring_cq_advance(ring, 1);
+        if (ud == UD_WAKE) {
+            if (res != -ECANCELED)
+                arm_wake(loop);
+        } else if (ud != UD_IGNORE) {
+            struct rs_op *op = (struct rs_op *)(uintptr_t)ud;
+            n += handle(loop, op, RS_FAULT_CQE(op, res), flags);
+        }
     }
     return n;
 }
@@ -709,6 +749,7 @@ const struct rs_backend_ops rs__uring_ops = {
     .name = "uring",
     .init = uring_init,
     .fini = uring_fini,
+    .abandon = uring_abandon,
     .submit = uring_submit,
     .wait = uring_wait,
     .cancel = uring_cancel,

@@ -57,7 +57,8 @@ int t_loop_fd_count(void)
         if (len <= 0)
             continue;
         link[len] = '\0';
-        if (strcmp(link, "anon_inode:[eventpoll]") == 0 || strcmp(link, "anon_inode:[io_uring]") == 0)
+        if (strcmp(link, "anon_inode:[eventpoll]") == 0 || strcmp(link, "anon_inode:[io_uring]") == 0 ||
+            strcmp(link, "anon_inode:[eventfd]") == 0)
             n++;
     }
     closedir(d);

@@ -12,8 +12,8 @@
 /* Number of open fds of this process (/proc/self/fd). */
 int t_fd_count(void);
 
-/* Number of open fds that are event-loop kernel objects (epoll instances, io_uring rings), by
- * their /proc/self/fd link. Unlike t_fd_count, not disturbed by fds a tool such as valgrind opens
+/* Number of open fds that are event-loop kernel objects (epoll instances, io_uring rings, and
+ * eventfds: every loop's wake-up, and rs_async handles), by their /proc/self/fd link. Unlike t_fd_count, not disturbed by fds a tool such as valgrind opens
  * in a forked child. */
 int t_loop_fd_count(void);
 
