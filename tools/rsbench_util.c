@@ -130,7 +130,6 @@ void rsb_block_signals(sigset_t *set)
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, set, NULL);
-    signal(SIGPIPE, SIG_IGN);
 }
 
 int rsb_wait_signal(const sigset_t *set, double seconds)

@@ -989,7 +989,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN); /* sendfile(2) has no MSG_NOSIGNAL */
+    /* no SIGPIPE handling needed: the library never raises it (docs/api.md) */
 
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int threads = o.threads ? o.threads : (int)(cpus > 0 ? cpus : 1);
