@@ -76,9 +76,8 @@ static int resolve_auto(int *backend, bool *probing)
 /* Every live loop, so that a child of fork() can let go of the kernel objects it inherited. */
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rs_loop *reg_head;
-static _Atomic unsigned forkgen;
-
-unsigned rs__forkgen(void) { return atomic_load_explicit(&forkgen, memory_order_relaxed); }
+_Atomic unsigned rs__forkgen_v;
+#define forkgen rs__forkgen_v
 
 static void reg_add(struct rs_loop *loop)
 {
@@ -171,7 +170,8 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
 
 /* initial-exec: every blocking call reads it, and the default (global-dynamic) model costs a
  * __tls_get_addr call each time from a shared library */
-static __thread struct rs_loop *tls_loop __attribute__((tls_model("initial-exec")));
+__thread struct rs_loop *rs__tls_loop __attribute__((tls_model("initial-exec")));
+#define tls_loop rs__tls_loop
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
@@ -277,7 +277,6 @@ __attribute__((destructor)) static void lib_exit(void)
         loop_release(tls_loop);
 }
 
-struct rs_loop *rs__loop_current(void) { return tls_loop; }
 
 EXPORT int rs_loop_default(rs_loop **out)
 {
@@ -329,11 +328,11 @@ EXPORT void rs_loop_stop(rs_loop *loop)
 
 /* Operations whose syscall cannot carry MSG_NOSIGNAL: sendfile(2), splice and write(2) into a
  * socket raise SIGPIPE when the peer has gone. */
-static bool may_sigpipe(const struct rs_op *op)
+static inline bool may_sigpipe(const struct rs_op *op)
 {
     /* (a WRITE_FIXED that must not wait is tried as send(2) with MSG_NOSIGNAL) */
-    return op->kind == RS_OP_SENDFILE || op->kind == RS_OP_SPLICE ||
-           (op->kind == RS_OP_WRITE_FIXED && op->deadline != RS_DEADLINE_NOW);
+    return ((1u << op->kind) & (1u << RS_OP_SENDFILE | 1u << RS_OP_SPLICE | 1u << RS_OP_WRITE_FIXED)) &&
+           (op->kind != RS_OP_WRITE_FIXED || op->deadline != RS_DEADLINE_NOW);
 }
 
 /* The one SIGPIPE guard: blocked in this thread around every submit or wait that may run such an
@@ -512,11 +511,12 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
     return r < 0 ? r : n + r;
 }
 
-/* Sleep after the backend's wait failed, doubling from 1 ms to 100 ms: an error that persists
- * (ENOMEM, a ring fd closed under us) must not spin a CPU while the op is reaped. */
+/* Sleep after the backend's wait failed, doubling from 1 ms to 10 ms: an error that persists
+ * (ENOMEM, a ring fd closed under us) must not spin a CPU while the op is reaped, and one that
+ * clears must not keep the caller waiting long. */
 static void backoff(unsigned *ms)
 {
-    *ms = *ms ? (*ms >= 50 ? 100 : *ms * 2) : 1;
+    *ms = *ms ? (*ms >= 5 ? 10 : *ms * 2) : 1;
     struct timespec ts = { 0, (long)*ms * 1000000L };
     nanosleep(&ts, NULL);
 }

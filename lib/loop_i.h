@@ -74,13 +74,16 @@ void rs__loop_forget_fd(struct rs_loop *loop, int fd);
 int rs__loop_buf_keep(struct rs_loop *loop, const void *data);
 void rs__loop_buf_release(struct rs_loop *loop, const void *data);
 /* Bumped in every child of fork(): state recorded under an older value belongs to the parent. */
-unsigned rs__forkgen(void);
+extern _Atomic unsigned rs__forkgen_v;
+static inline unsigned rs__forkgen(void) { return atomic_load_explicit(&rs__forkgen_v, memory_order_relaxed); }
 /* For backends: op finished inside submit; complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
 void rs__bufpool_free(struct rs_loop *loop);
 void rs__pipepool_free(struct rs_loop *loop);
 
-/* The calling thread's default loop if it exists (never creates one). */
-struct rs_loop *rs__loop_current(void);
+/* The calling thread's default loop if it exists (never creates one). Inline: every blocking
+ * call reads it, and a call to the exported rs_loop_default goes through the PLT. */
+extern __thread struct rs_loop *rs__tls_loop __attribute__((tls_model("initial-exec")));
+static inline struct rs_loop *rs__loop_current(void) { return rs__tls_loop; }
 
 #endif
