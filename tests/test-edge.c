@@ -37,7 +37,7 @@ struct tval {
     bool valid; /* rs_settimeout / rs_setdefaulttimeout take it */
 };
 static const struct tval tvals[] = {
-    { 1e300, true }, { INFINITY, false }, { NAN, false },  { -1.0, true },
+    { 1e300, true }, { INFINITY, false }, { NAN, false },       { -1.0, true },
     { -0.5, false }, { DBL_MAX, true },   { -INFINITY, false }, { 1e10, true },
 };
 
@@ -91,8 +91,8 @@ static void big_sendfile(rs_socket *c, rs_socket *s, const char *what)
     ssize_t r = rs_sendfile(c, fd, &off, BIG_FILE);
     ck_assert_int_eq(pthread_join(th, NULL), 0);
     ck_assert_msg(r == (ssize_t)BIG_FILE, "%s: big sendfile %zd (%s)", what, r, rs_err_name((int)r));
-    ck_assert_msg(rd.got == (ssize_t)BIG_FILE && memcmp(rd.buf, content, BIG_FILE) == 0, "%s: peer got %zd", what,
-                  rd.got);
+    ck_assert_msg(rd.got == (ssize_t)BIG_FILE && memcmp(rd.buf, content, BIG_FILE) == 0, "%s: peer got %zd",
+                  what, rd.got);
     close(fd);
     free(content);
     free(rd.buf);
@@ -116,7 +116,8 @@ static void recv_and_sendfile(rs_socket *c, rs_socket *s, const char *what)
     /* SIZE_MAX: "to the end of the file" in effect, never a negative or truncated count */
     off = 0;
     r = rs_sendfile(c, fd, &off, SIZE_MAX);
-    ck_assert_msg(r == (ssize_t)sizeof content, "%s: sendfile SIZE_MAX %zd (%s)", what, r, rs_err_name((int)r));
+    ck_assert_msg(r == (ssize_t)sizeof content, "%s: sendfile SIZE_MAX %zd (%s)", what, r,
+                  rs_err_name((int)r));
     close(fd);
     ck_assert_int_eq(rs_settimeout(s, 5.0), 0);
     for (int k = 0; k < 2; k++) {
@@ -317,7 +318,8 @@ START_TEST(recvmsg_waitall_over_2g)
     t_tcp_pair(AF_INET, &c, &s);
     ck_assert_int_eq(rs_settimeout(c, 20.0), 0);
     ck_assert_int_eq(rs_settimeout(s, 20.0), 0);
-    unsigned char *buf = mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    unsigned char *buf =
+        mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     ck_assert_ptr_ne(buf, MAP_FAILED);
     struct iovec iov[NCHUNK];
     for (size_t i = 0; i < NCHUNK; i++)
@@ -359,11 +361,12 @@ END_TEST
 START_TEST(lengths_near_int_uint_max)
 {
     static const size_t lens[] = {
-        (size_t)INT_MAX,      (size_t)INT_MAX + 1,  (size_t)UINT_MAX - 1,
-        (size_t)UINT_MAX,     (size_t)UINT_MAX + 1, (size_t)UINT_MAX + 4097,
+        (size_t)INT_MAX,  (size_t)INT_MAX + 1,  (size_t)UINT_MAX - 1,
+        (size_t)UINT_MAX, (size_t)UINT_MAX + 1, (size_t)UINT_MAX + 4097,
     };
     size_t maplen = ((size_t)UINT_MAX + 1) * 2;
-    unsigned char *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    unsigned char *map =
+        mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     ck_assert_ptr_ne(map, MAP_FAILED);
     rs_socket *c, *s;
     t_tcp_pair(AF_INET, &c, &s);
@@ -402,7 +405,8 @@ START_TEST(loop_entries_bound)
         unsigned entries;
         int want;
     } cases[] = {
-        { 0, 0 }, { 1, 0 }, { 16384, 0 }, { 16385, 0 }, { 32768, 0 }, { 32769, -EINVAL }, { UINT_MAX, -EINVAL },
+        { 0, 0 },     { 1, 0 },           { 16384, 0 },          { 16385, 0 },
+        { 32768, 0 }, { 32769, -EINVAL }, { UINT_MAX, -EINVAL },
     };
     bool uring = T_HAVE_URING && t_kernel_allows_uring();
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -418,7 +422,8 @@ START_TEST(loop_entries_bound)
             if (r == -ENOSYS && backends[b] == RS_BACKEND_EPOLL)
                 continue; /* not built in */
             ck_assert_msg(r == cases[i].want, "entries %u on %s: %s", cases[i].entries,
-                          rs_backend_name(backends[b]) ? rs_backend_name(backends[b]) : "auto", rs_err_name(r));
+                          rs_backend_name(backends[b]) ? rs_backend_name(backends[b]) : "auto",
+                          rs_err_name(r));
             if (r == 0) {
                 /* AUTO follows RINGSOCK_BACKEND; on a uring run it must get io_uring */
                 if (backends[b] == RS_BACKEND_AUTO && t_wanted_backend() == RS_BACKEND_URING)

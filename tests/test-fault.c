@@ -210,7 +210,7 @@ START_TEST(spec_errors_reported)
         "bogus:eintr",  "send:emfile",       "send:eintr",     "send:eintr=1",  "recv:eagain=2/2",
         "send:short=0", "send:short=first0", "send:short=3/2", "send",          "send:short,",
         ",send:short",  "wait:eintr=x",      "seed=0",         "ring:tiny=1/0", "regbuf:nope",
-        "accept:short",  "wait:short",
+        "accept:short", "wait:short",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(rs__fault_set(bad[i]) == -EINVAL, "\"%s\" was accepted", bad[i]);
