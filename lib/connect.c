@@ -71,6 +71,11 @@ struct he {
     char *host, *port;
     struct addrinfo *res;
     int gai;
+    int gai_errno; /* errno right after getaddrinfo, on the thread that called it (EAI_SYSTEM) */
+    /* The resolver thread's results (res, gai, gai_errno) are published by a release store here
+     * before it writes to the pipe; the loop acquires it before reading them. The pipe alone
+     * orders them too, but not in a way every race detector sees. */
+    atomic_bool published;
     int pipefd[2];
     char pipebuf[1];
     struct rs_op wake;
@@ -114,9 +119,10 @@ static int source_for(struct he *h, int family, const struct sockaddr **sa, sock
         int e = h->opts.source_port && rs__port_out_of_range(h->opts.source_port)
                     ? EAI_SERVICE
                     : getaddrinfo(h->opts.source_host, h->opts.source_port, &hints, &res);
+        int sys = errno;
         s->family = family;
         if (e != 0) {
-            s->err = e == EAI_SYSTEM ? -errno : RS_EAI(e);
+            s->err = rs__gai_err(e, sys);
         } else {
             memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
             s->len = res->ai_addrlen;
@@ -170,7 +176,7 @@ static void timer_cb(struct rs_op *op)
     h->inflight--;
     h->timer_armed = false;
     /* an attempt that failed early restarted the clock: the timer may be early for the new one */
-    if (op->res == 0 && rs__now() >= h->last_start + (int64_t)(h->delay * 1e9))
+    if (op->res == 0 && rs__now() >= rs__ns_add(h->last_start, rs__ns_from_seconds(h->delay)))
         h->timer_fired = true;
     step(h);
 }
@@ -258,7 +264,7 @@ static void step(struct he *h)
             memset(&h->timer, 0, sizeof h->timer);
             h->timer.kind = RS_OP_TIMER;
             h->timer.fd = -1;
-            h->timer.deadline = min64(h->last_start + (int64_t)(h->delay * 1e9), h->deadline);
+            h->timer.deadline = min64(rs__ns_add(h->last_start, rs__ns_from_seconds(h->delay)), h->deadline);
             h->timer.cb = timer_cb;
             h->timer.data = h;
             if (rs__loop_submit(h->loop, &h->timer) == 0) {
@@ -407,16 +413,21 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
     return r;
 }
 
-/* getaddrinfo: numeric first (no resolver, never blocks), then the resolver. */
-static int resolve(const char *host, const char *port, int family, bool numeric_only, struct addrinfo **res)
+/* getaddrinfo: numeric first (no resolver, never blocks), then the resolver. *sys is errno as
+ * the last getaddrinfo left it: what EAI_SYSTEM means, read on the thread that got it. */
+static int resolve(const char *host, const char *port, int family, bool numeric_only, struct addrinfo **res,
+                   int *sys)
 {
+    *sys = 0;
     if (rs__port_out_of_range(port))
         return EAI_SERVICE;
     struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST };
     int e = getaddrinfo(host, port, &hints, res);
+    *sys = errno;
     if (e == EAI_NONAME && !numeric_only) {
         hints.ai_flags = 0;
         e = getaddrinfo(host, port, &hints, res);
+        *sys = errno;
     }
     return e;
 }
@@ -464,7 +475,13 @@ static bool literal_addr(const char *host, const char *port, int family, struct 
     return true;
 }
 
-static int gai_err(int e) { return e == EAI_SYSTEM ? (errno ? -errno : -EIO) : RS_EAI(e); }
+int rs__gai_err(int gai, int sys_errno)
+{
+    if (gai != EAI_SYSTEM)
+        return RS_EAI(gai);
+    /* an errno that is no errno (0, or out of range) is still a failure */
+    return sys_errno > 0 && sys_errno < 4096 ? -sys_errno : -EIO;
+}
 
 EXPORT int rs_create_connection(rs_socket **out, const char *host, const char *port,
                                 const struct rs_connect_opts *opts)
@@ -482,9 +499,10 @@ EXPORT int rs_create_connection(rs_socket **out, const char *host, const char *p
     if (literal_addr(host, port, family, &ss, &lit))
         return rs_create_connection_addrs(out, &lit, opts);
     struct addrinfo *res = NULL;
-    int e = resolve(host, port, family, false, &res);
+    int sys;
+    int e = resolve(host, port, family, false, &res, &sys);
     if (e != 0)
-        return gai_err(e);
+        return rs__gai_err(e, sys);
     int r = rs_create_connection_addrs(out, res, opts);
     freeaddrinfo(res);
     return r;
@@ -521,9 +539,14 @@ static void async_finish(struct he *h)
 
 static void resolved(struct he *h)
 {
+    if (!atomic_load_explicit(&h->published, memory_order_acquire)) {
+        /* cannot happen: the wake comes after the publication */
+        h->gai = EAI_SYSTEM;
+        h->gai_errno = EIO;
+    }
     if (h->gai != 0) {
         h->done = true;
-        h->cb(NULL, gai_err(h->gai), h->user);
+        h->cb(NULL, rs__gai_err(h->gai, h->gai_errno), h->user);
         he_free(h);
         return;
     }
@@ -533,9 +556,8 @@ static void resolved(struct he *h)
 static void *resolver_thread(void *p)
 {
     struct he *h = p;
-    h->gai = resolve(h->host, h->port, h->opts.family, false, &h->res);
-    if (h->gai == EAI_SYSTEM && errno)
-        h->gai = EAI_SYSTEM;
+    h->gai = resolve(h->host, h->port, h->opts.family, false, &h->res, &h->gai_errno);
+    atomic_store_explicit(&h->published, true, memory_order_release);
     /* wake the loop; its read operation owns the rest */
     ssize_t w;
     do
@@ -575,8 +597,10 @@ EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, co
     atomic_init(&h->refs, 1);
     /* Numeric hosts resolve here without blocking; the machine still starts from the loop (a
      * deferred op, no system call) so that cb never runs inside this call. */
-    h->gai = resolve(host, port, h->opts.family, true, &h->res);
+    h->gai = resolve(host, port, h->opts.family, true, &h->res, &h->gai_errno);
     bool numeric = h->gai == 0 || h->gai != EAI_NONAME;
+    /* this thread's own results; the resolver thread, if any, overwrites them */
+    atomic_init(&h->published, numeric);
     if (numeric) {
         memset(&h->wake, 0, sizeof h->wake);
         h->wake.kind = RS_OP_DEFER;
@@ -615,6 +639,7 @@ EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, co
             atomic_fetch_sub(&h->refs, 1);
             /* the wake operation is in flight: fail through it rather than free under it */
             h->gai = EAI_AGAIN;
+            atomic_store_explicit(&h->published, true, memory_order_release);
             ssize_t w = write(h->pipefd[1], "x", 1);
             (void)w;
         }

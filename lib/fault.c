@@ -59,7 +59,7 @@ static const unsigned allowed[S__COUNT] = {
     [S_SEND] = B(F_EINTR) | B(F_EAGAIN) | B(F_SHORT) | B(F_ENOMEM) | B(F_ECONNRESET) | B(F_EPIPE),
     [S_RECV] = B(F_EINTR) | B(F_EAGAIN) | B(F_SHORT) | B(F_ENOMEM) | B(F_ECONNRESET) | B(F_ENOBUFS),
     [S_ACCEPT] = B(F_EINTR) | B(F_EAGAIN) | B(F_ENOMEM) | B(F_EMFILE) | B(F_ENOBUFS),
-    [S_WAIT] = B(F_EINTR),
+    [S_WAIT] = B(F_EINTR) | B(F_ENOMEM),
     [S_SQE] = B(F_FULL),
     [S_RING] = B(F_TINY),
     [S_REGBUF] = B(F_FAIL),
@@ -441,7 +441,18 @@ int rs__fault_kick(struct ready *r)
     return n;
 }
 
-bool rs__fault_wait_eintr(void) { return hit(S_WAIT, F_EINTR); }
+_Thread_local int rs__fault_wait_res;
+
+bool rs__fault_wait(void)
+{
+    if (hit(S_WAIT, F_EINTR))
+        rs__fault_wait_res = -EINTR;
+    else if (hit(S_WAIT, F_ENOMEM))
+        rs__fault_wait_res = -ENOMEM;
+    else
+        return false;
+    return true;
+}
 
 bool rs__fault_regbuf(void) { return hit(S_REGBUF, F_FAIL); }
 

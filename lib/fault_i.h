@@ -11,7 +11,7 @@
  *     send:   eintr eagain short enomem econnreset epipe
  *     recv:   eintr eagain short enomem econnreset enobufs
  *     accept: eintr eagain enomem emfile enobufs
- *     wait:   eintr        sqe: full        ring: tiny        regbuf: fail
+ *     wait:   eintr enomem     sqe: full     ring: tiny     regbuf: fail
  * e.g. RINGSOCK_FAULT="send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail".
  * What they do (send = SEND, SENDMSG, WRITE_FIXED, SENDFILE; recv = RECV, RECVMSG, READ_FIXED):
  *     eintr, eagain   epoll/poll: the syscall fails so without being made; io_uring: the SQE
@@ -22,6 +22,9 @@
  *     enomem econnreset epipe emfile   the operation completes with the error, never issued
  *     enobufs         io_uring: a multishot receive or accept ends with -ENOBUFS, nothing taken
  *     wait:eintr      io_uring_enter / epoll_wait / poll fails with EINTR without being made
+ *     wait:enomem     the same with ENOMEM, which the engine cannot absorb: the backend's wait
+ *                     returns it (wait:enomem=first50: 50 failed waits in a row; no WHEN: every
+ *                     blocking wait fails, for as long as the rule is set)
  *     sqe:full        io_uring_get_sqe finds the SQ ring full (only when SQEs are queued)
  *     ring:tiny       loops made from then on get 2 SQ entries (8 CQ): the CQ ring overflows
  *     regbuf:fail     registering the fixed-buffer table, or a slot of it, fails with ENOMEM
@@ -56,7 +59,9 @@ int rs__fault_loop_new(const struct rs_loop_opts **opts, struct rs_loop_opts *co
 bool rs__fault_submit(struct rs_loop *loop, struct rs_op *op);
 bool rs__fault_try(struct rs_op *op, short *events, ssize_t *r);
 int rs__fault_kick(struct ready *r);
-bool rs__fault_wait_eintr(void);
+/* true: the blocking wait fails, with rs__fault_wait_res (-EINTR or -ENOMEM), this thread's */
+bool rs__fault_wait(void);
+extern _Thread_local int rs__fault_wait_res;
 void rs__fault_op_done(struct rs_op *op);
 bool rs__fault_regbuf(void);
 bool rs__fault_sq_full(struct io_uring *ring);
@@ -95,8 +100,8 @@ int rs__fault_cqe(struct rs_op *op, int res);
 /* ready.c rs__ready_wait: fds whose operation got an injected EAGAIN are tried again without an
  * edge from the poller (an injected EAGAIN had data waiting; a real one would get a new edge). */
 #define RS_FAULT_KICK(r, kicked) ((kicked) += rs__fault_kick(r))
-/* ready.c / uring.c: the blocking wait syscall returns EINTR without being made. */
-#define RS_FAULT_WAIT(call) (rs__fault_wait_eintr() ? -EINTR : (call))
+/* ready.c / uring.c: the blocking wait syscall fails (EINTR, ENOMEM) without being made. */
+#define RS_FAULT_WAIT(call) (rs__fault_wait() ? rs__fault_wait_res : (call))
 /* bufpool.c: registering the fixed-buffer table (or a slot) fails with ENOMEM. */
 #define RS_FAULT_REGBUF(call) (rs__fault_regbuf() ? -ENOMEM : (call))
 /* uring.c get_sqe: the SQ ring looks full (never inside a link chain). */

@@ -112,7 +112,10 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     if (!opts)
         opts = &defaults;
     RS_FAULT_LOOP_NEW(opts);
-    if (opts->flags & ~RS_LOOP_SQPOLL || opts->entries > 32768)
+    /* Every option is checked before any backend is tried, on every backend alike: a value one
+     * backend would refuse must not make AUTO quietly take another. 32768 is the kernel's
+     * IORING_MAX_ENTRIES; uring_init keeps the CQ ring within its limit for all of them. */
+    if (opts->flags & ~RS_LOOP_SQPOLL || opts->entries > 32768 || !rs_backend_name(opts->backend))
         return -EINVAL;
     unsigned buf_count = opts->buf_count ? opts->buf_count : 1024;
     unsigned buf_size = opts->buf_size ? opts->buf_size : 4096;

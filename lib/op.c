@@ -26,18 +26,37 @@ int64_t rs__now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t rs__ns_from_seconds(double seconds)
+{
+    /* NaN compares false everywhere: tested first so that it cannot reach the cast */
+    if (!(seconds > 0))
+        return 0;
+    /* RS_NS_MAX / 1e9 rounds up to exactly 2^62 / 1e9 as a double: anything below it converts
+     * to less than 2^62 */
+    if (seconds >= (double)RS_NS_MAX / 1e9)
+        return RS_NS_MAX;
+    return (int64_t)(seconds * 1e9);
+}
+
+int64_t rs__ns_add(int64_t t, int64_t ns)
+{
+    if (ns <= 0)
+        return t;
+    return t > RS_DEADLINE_NONE - ns ? RS_DEADLINE_NONE : t + ns;
+}
+
 int64_t rs__deadline_from_timeout(double seconds)
 {
     if (seconds < 0)
         return RS_DEADLINE_NONE;
-    if (seconds == 0)
+    int64_t ns = rs__ns_from_seconds(seconds);
+    if (ns == 0)
         return RS_DEADLINE_NOW;
-    /* Timeouts above ~292 years saturate instead of overflowing (Python's gh-126876 class). */
-    double ns = seconds * 1e9;
-    int64_t now = rs__now();
-    if (ns >= (double)(INT64_MAX - now))
+    /* Timeouts of 146 years or more are no timeout (Python's gh-126876 class): no clock will
+     * reach them, and an io_uring LINK_TIMEOUT for them would be an SQE for nothing. */
+    if (ns == RS_NS_MAX)
         return RS_DEADLINE_NONE;
-    int64_t d = now + (int64_t)ns;
+    int64_t d = rs__ns_add(rs__now(), ns);
     return d > RS_DEADLINE_NOW ? d : RS_DEADLINE_NOW + 1;
 }
 
@@ -53,8 +72,16 @@ static bool is_stream(int fd)
     return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type == SOCK_STREAM;
 }
 
+/* One op transfers at most what one recv(2) can (MAX_RW_COUNT): its result must fit in an int
+ * (struct rs_op.res, an io_uring CQE), and a gathered MSG_WAITALL receive must not end up
+ * reporting more than the single call it stands for could. */
+#define MAX_IO ((size_t)0x7ffff000)
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
 /* After one non-blocking receive of a MSG_WAITALL op returned r: true to receive again, or false
- * with the op's result in *res (the bytes so far, -EAGAIN to wait for more, or the error). */
+ * with the op's result in *res (the bytes so far, -EAGAIN to wait for more, or the error). want is
+ * at most MAX_IO, so the bytes so far always fit in *res. */
 static bool waitall_more(struct rs_op *op, ssize_t r, size_t want, int *res)
 {
     if (r > 0) {
@@ -78,11 +105,12 @@ static bool waitall_more(struct rs_op *op, ssize_t r, size_t want, int *res)
 static int recv_waitall(struct rs_op *op)
 {
     char *buf = op->u.io.buf;
+    size_t want = min_size(op->u.io.len, MAX_IO);
     int res;
     ssize_t r;
     do
-        r = recv(op->fd, buf + op->xfer, op->u.io.len - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
-    while (waitall_more(op, r, op->u.io.len, &res));
+        r = recv(op->fd, buf + op->xfer, want - op->xfer, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
+    while (waitall_more(op, r, want, &res));
     return res;
 }
 
@@ -93,8 +121,9 @@ static int recvmsg_waitall(struct rs_op *op)
 {
     struct msghdr *m = op->u.msg;
     size_t want = 0;
-    for (size_t i = 0; i < m->msg_iovlen; i++)
-        want += m->msg_iov[i].iov_len;
+    for (size_t i = 0; i < m->msg_iovlen && want < MAX_IO; i++)
+        want += min_size(m->msg_iov[i].iov_len, MAX_IO);
+    want = min_size(want, MAX_IO);
     int res;
     bool more;
     do {
@@ -104,13 +133,23 @@ static int recvmsg_waitall(struct rs_op *op)
             i++;
         }
         struct msghdr part = *m;
-        struct iovec saved = { 0 };
+        struct iovec saved = { 0 }, saved_last = { 0 };
+        size_t last = i;
         if (m->msg_iovlen) {
             saved = m->msg_iov[i];
             m->msg_iov[i].iov_base = (char *)saved.iov_base + skip;
             m->msg_iov[i].iov_len = saved.iov_len - skip;
+            /* the call gets no more room than the op may still take: the last iovec it sees is
+             * cut (and put back after, as the first), the ones past it left out */
+            size_t room = want - op->xfer, sum = 0;
+            while (last + 1 < m->msg_iovlen && sum + m->msg_iov[last].iov_len < room) {
+                sum += m->msg_iov[last].iov_len;
+                last++;
+            }
+            saved_last = m->msg_iov[last];
+            m->msg_iov[last].iov_len = min_size(m->msg_iov[last].iov_len, room - sum);
             part.msg_iov = m->msg_iov + i;
-            part.msg_iovlen = m->msg_iovlen - i;
+            part.msg_iovlen = last - i + 1;
         }
         bool first = op->xfer == 0;
         if (!first) {
@@ -121,8 +160,10 @@ static int recvmsg_waitall(struct rs_op *op)
         }
         ssize_t r = recvmsg(op->fd, &part, (op->flags & ~MSG_WAITALL) | MSG_DONTWAIT);
         int e = errno;
-        if (m->msg_iovlen)
-            m->msg_iov[i] = saved;
+        if (m->msg_iovlen) {
+            m->msg_iov[last] = saved_last;
+            m->msg_iov[i] = saved; /* after: when last == i, saved is the original */
+        }
         if (r >= 0 && first) {
             m->msg_namelen = part.msg_namelen;
             m->msg_controllen = part.msg_controllen;
@@ -170,12 +211,12 @@ again:
         break;
     case RS_OP_SEND:
         *events = POLLOUT;
-        r = send(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_RECV:
         if ((op->flags & MSG_WAITALL) && op->deadline != RS_DEADLINE_NOW)
             return recv_waitall(op);
-        r = recv(op->fd, op->u.io.buf, op->u.io.len, op->flags | MSG_DONTWAIT);
+        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_SENDMSG:
         *events = POLLOUT;
@@ -187,11 +228,11 @@ again:
         r = recvmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_READ_FIXED: /* the memory is ordinary memory too */
-        r = recv(op->fd, op->u.io.buf, op->u.io.len, MSG_DONTWAIT);
+        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), MSG_DONTWAIT);
         break;
     case RS_OP_WRITE_FIXED:
         *events = POLLOUT;
-        r = send(op->fd, op->u.io.buf, op->u.io.len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_SPLICE: {
         if (op->u.splice.fd_out == op->fd)
@@ -199,20 +240,20 @@ again:
         int64_t *oi = op->u.splice.off_in >= 0 ? &op->u.splice.off_in : NULL;
         int64_t *oo = op->u.splice.off_out >= 0 ? &op->u.splice.off_out : NULL;
         /* splice advances the offsets it is given: the op's copy tracks progress */
-        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, op->u.splice.len,
+        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, min_size(op->u.splice.len, MAX_IO),
                    op->u.splice.flags | SPLICE_F_NONBLOCK);
         break;
     }
     case RS_OP_SENDFILE: {
         *events = POLLOUT;
         off_t off = (off_t)op->u.splice.off_in;
-        r = sendfile(op->fd, op->u.splice.fd_in, &off, op->u.splice.len);
+        r = sendfile(op->fd, op->u.splice.fd_in, &off, min_size(op->u.splice.len, MAX_IO));
         if (r > 0)
             op->u.splice.off_in = off;
         break;
     }
     case RS_OP_READ:
-        r = read(op->fd, op->u.io.buf, op->u.io.len);
+        r = read(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO));
         break;
     case RS_OP_POLL: {
         struct pollfd p = { .fd = op->fd, .events = (short)op->flags };
@@ -231,7 +272,7 @@ again:
         return -EINVAL;
     }
     RS_FAULT_LABEL(fault_out)
-    if (r >= 0)
+    if (r >= 0) /* every length above was capped at MAX_IO (recvmsg/sendmsg: by the kernel) */
         return (int)r;
     if (errno == EWOULDBLOCK)
         return -EAGAIN;

@@ -165,7 +165,8 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static int64_t timeout_ns(const struct rs_socket *s)
 {
     double t = rs__sock_timeout(s);
-    return t < 0 ? -1 : (int64_t)(t * 1e9);
+    /* saturates at RS_NS_MAX (146 years), which a clock reading can be added to */
+    return t < 0 ? -1 : rs__ns_from_seconds(t);
 }
 
 /* ---- splice: file -> pipe -> socket ------------------------------------------------------- */

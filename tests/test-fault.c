@@ -7,6 +7,9 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ringsock/async.h>
@@ -206,7 +210,7 @@ START_TEST(spec_errors_reported)
         "bogus:eintr",  "send:emfile",       "send:eintr",     "send:eintr=1",  "recv:eagain=2/2",
         "send:short=0", "send:short=first0", "send:short=3/2", "send",          "send:short,",
         ",send:short",  "wait:eintr=x",      "seed=0",         "ring:tiny=1/0", "regbuf:nope",
-        "accept:short",
+        "accept:short", "wait:short",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(rs__fault_set(bad[i]) == -EINVAL, "\"%s\" was accepted", bad[i]);
@@ -216,6 +220,8 @@ START_TEST(spec_errors_reported)
         "send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail",
         "seed=42,recv:enobufs=1/3",
         "ring:tiny,wait:eintr=2",
+        "wait:enomem=first50",
+        "wait:enomem",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         ck_assert_msg(rs__fault_set(good[i]) == 0, "\"%s\" was refused", good[i]);
@@ -878,6 +884,82 @@ START_TEST(async_enobufs_during_stop)
 }
 END_TEST
 
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The backend's wait fails with ENOMEM 50 times in a row under a blocking recv on an idle
+ * socket. The engine's contract (rs__loop_exec): the call cancels its op, backs off rather than
+ * spins, and returns the wait's error once the op is reaped. The 5 s socket timeout is only a
+ * bound for an engine without the contract (it would return -ETIMEDOUT then, or never). */
+START_TEST(wait_enomem_returns)
+{
+    rs_socket *c, *s;
+    t_tcp_pair(AF_INET, &c, &s);
+    ck_assert_int_eq(rs_settimeout(c, 5.0), 0);
+    faults("wait:enomem=first50");
+    char buf[16];
+    double cpu0 = thread_cpu(), t0 = t_now();
+    ssize_t r = rs_recv(c, buf, sizeof buf, 0);
+    double wall = t_now() - t0, cpu = thread_cpu() - cpu0;
+    injected("wait", "enomem");
+    faults("");
+    ck_assert_msg(r == -ENOMEM && wall < 2.0, "rs_recv: %s after %.3f s (want ENOMEM within 2 s)",
+                  rs_err_name((int)r), wall);
+    /* a return within 20 ms cannot have spun for long; beyond that, waiting must be sleeping */
+    ck_assert_msg(wall < 0.02 || cpu < 0.2 * wall, "spun: %.3f s CPU over %.3f s", cpu, wall);
+    /* nothing was taken from the socket: it still works */
+    ck_assert_int_eq(rs_send(s, "x", 1, 0), 1);
+    ck_assert_int_eq(rs_recv(c, buf, sizeof buf, 0), 1);
+    ck_assert_int_eq(rs_close(c), 0);
+    ck_assert_int_eq(rs_close(s), 0);
+}
+END_TEST
+
+/* The one seconds -> ns conversion (lib/op.c): saturating, never undefined. */
+START_TEST(ns_from_seconds_saturates)
+{
+    ck_assert(rs__ns_from_seconds(NAN) == 0);
+    ck_assert(rs__ns_from_seconds(-1.0) == 0);
+    ck_assert(rs__ns_from_seconds(-INFINITY) == 0);
+    ck_assert(rs__ns_from_seconds(0.0) == 0);
+    ck_assert(rs__ns_from_seconds(1.5) == 1500000000);
+    ck_assert(rs__ns_from_seconds(1e-10) == 0);
+    ck_assert(rs__ns_from_seconds(4.6e9) < RS_NS_MAX);
+    ck_assert(rs__ns_from_seconds(4.7e9) == RS_NS_MAX);
+    ck_assert(rs__ns_from_seconds(1e300) == RS_NS_MAX);
+    ck_assert(rs__ns_from_seconds(INFINITY) == RS_NS_MAX);
+    ck_assert(rs__ns_from_seconds(DBL_MAX) == RS_NS_MAX);
+    ck_assert(rs__ns_add(RS_NS_MAX, RS_NS_MAX) == RS_DEADLINE_NONE - 1);
+    ck_assert(rs__ns_add(RS_DEADLINE_NONE - 5, 10) == RS_DEADLINE_NONE);
+    ck_assert(rs__ns_add(100, -5) == 100);
+    ck_assert(rs__deadline_from_timeout(-1.0) == RS_DEADLINE_NONE);
+    ck_assert(rs__deadline_from_timeout(0.0) == RS_DEADLINE_NOW);
+    ck_assert(rs__deadline_from_timeout(NAN) == RS_DEADLINE_NOW);
+    ck_assert(rs__deadline_from_timeout(1e300) == RS_DEADLINE_NONE);
+    ck_assert(rs__deadline_from_timeout(INFINITY) == RS_DEADLINE_NONE);
+    int64_t d = rs__deadline_from_timeout(1.0), now = rs__now();
+    ck_assert(d > now && d <= now + 1000000000);
+}
+END_TEST
+
+/* EAI_SYSTEM takes the errno it is given (the resolver thread's, captured after getaddrinfo),
+ * never the caller's. glibc gives no deterministic way to make getaddrinfo itself say
+ * EAI_SYSTEM (with no fd free it says EAI_NONAME), so the mapping is tested here. */
+START_TEST(gai_err_mapping)
+{
+    errno = EINTR; /* what the loop thread happens to hold must not matter */
+    ck_assert_int_eq(rs__gai_err(EAI_SYSTEM, EMFILE), -EMFILE);
+    ck_assert_int_eq(rs__gai_err(EAI_SYSTEM, 0), -EIO);
+    ck_assert_int_eq(rs__gai_err(EAI_SYSTEM, -3), -EIO);
+    ck_assert_int_eq(rs__gai_err(EAI_NONAME, EMFILE), RS_EAI(EAI_NONAME));
+    ck_assert_int_eq(rs__gai_err(EAI_AGAIN, 0), RS_EAI(EAI_AGAIN));
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -906,6 +988,9 @@ static Suite *make_suite(void)
         { "async_emfile", async_accept_emfile_backs_off },
         { "async_errors", async_epipe_econnreset_reported },
         { "async_enobufs_stop", async_enobufs_during_stop },
+        { "wait_enomem", wait_enomem_returns },
+        { "ns_from_seconds", ns_from_seconds_saturates },
+        { "gai_err", gai_err_mapping },
     };
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         TCase *tc = tcase_create(tests[i].name);

@@ -31,7 +31,8 @@ enum rs_backend {
 
 struct rs_loop_opts {
     int backend;        /* enum rs_backend; RS_BACKEND_AUTO honours RINGSOCK_BACKEND */
-    unsigned entries;   /* io_uring submission queue size; 0 = default (256) */
+    unsigned entries;   /* io_uring submission queue size, 1..32768 (rounded up to a power of
+                           two; larger is -EINVAL on every backend); 0 = default (256) */
     unsigned flags;     /* RS_LOOP_* */
     unsigned buf_count; /* provided receive buffers (a power of two); 0 = default (1024) */
     unsigned buf_size;  /* bytes each; 0 = default (4096) */

@@ -116,8 +116,21 @@ uint64_t rs__fdgen_next(void);
 
 /* Monotonic clock in ns. */
 int64_t rs__now(void);
-/* seconds (>= 0, finite) -> absolute deadline; RS_TIMEOUT_NONE (< 0) -> RS_DEADLINE_NONE. */
+/* The longest duration in ns: 2^62 - 1, 146 years. Longer than any uptime, so a clock reading
+ * plus it still fits in an int64_t. */
+#define RS_NS_MAX (INT64_MAX / 2)
+/* seconds -> ns, saturating: NaN and <= 0 give 0, anything at or past RS_NS_MAX (1e300, inf)
+ * gives RS_NS_MAX. The one conversion every timeout, delay and deadline goes through. */
+int64_t rs__ns_from_seconds(double seconds);
+/* t + ns, saturating at RS_DEADLINE_NONE (ns <= 0: t). */
+int64_t rs__ns_add(int64_t t, int64_t ns);
+/* seconds -> absolute deadline: < 0 (RS_TIMEOUT_NONE) and >= 146 years (RS_NS_MAX) give
+ * RS_DEADLINE_NONE, 0 and NaN give RS_DEADLINE_NOW. */
 int64_t rs__deadline_from_timeout(double seconds);
+
+/* A getaddrinfo failure as ringsock reports it: RS_EAI(gai), or for EAI_SYSTEM -sys_errno, the
+ * errno read right after getaddrinfo on the thread that called it (-EIO if that is no errno). */
+int rs__gai_err(int gai, int sys_errno);
 
 /* Run op as one non-blocking syscall. Returns the result, or -EAGAIN when it must wait; then
  * *events says for what (POLLIN or POLLOUT). Used by the readiness backends for every attempt and

@@ -28,18 +28,23 @@ static const int needed_ops[] = {
     IORING_OP_PROVIDE_BUFFERS, IORING_OP_READ,
 };
 
-static int probe_result;
-static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+/* The probe's answer once it is definitive; until then every caller probes again. A failure
+ * such as EMFILE, ENFILE, ENOMEM or EAGAIN says this moment was short of something, not that
+ * io_uring is unusable: caching it would leave the whole process on epoll for good. */
+static pthread_mutex_t probe_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool probe_known;
+static int probe_known_result;
 
-static void probe(void)
+/* 0 or -errno; *final says whether the answer holds for the life of the process. */
+static int probe(bool *final)
 {
+    *final = true;
     FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "re");
     if (f) {
         int v = 0;
         if (fscanf(f, "%d", &v) == 1 && v == 2) {
             fclose(f);
-            probe_result = -EPERM;
-            return;
+            return -EPERM;
         }
         fclose(f);
     }
@@ -47,26 +52,43 @@ static void probe(void)
     struct io_uring ring;
     int r = io_uring_queue_init(4, &ring, 0);
     if (r < 0) {
-        probe_result = r;
-        return;
+        /* no kernel support, or not allowed (seccomp, io_uring_group): that will not change */
+        *final = r == -ENOSYS || r == -EPERM;
+        return r;
     }
-    struct io_uring_probe *p = io_uring_get_probe_ring(&ring);
+    /* io_uring_get_probe_ring would say NULL both for a kernel without the probe (before 5.6,
+     * which lacks needed opcodes too: final) and for a failed allocation (not final) */
+    size_t len = sizeof(struct io_uring_probe) + 256 * sizeof(struct io_uring_probe_op);
+    struct io_uring_probe *p = calloc(1, len);
     if (!p) {
-        r = -EOPNOTSUPP;
+        r = -ENOMEM;
+        *final = false;
     } else {
-        for (size_t i = 0; i < sizeof needed_ops / sizeof needed_ops[0]; i++)
-            if (!io_uring_opcode_supported(p, needed_ops[i]))
-                r = -EOPNOTSUPP;
-        io_uring_free_probe(p);
+        r = io_uring_register_probe(&ring, p, 256);
+        if (r < 0) {
+            *final = r == -EINVAL || r == -EOPNOTSUPP;
+            r = *final ? -EOPNOTSUPP : r;
+        } else {
+            r = 0;
+            for (size_t i = 0; i < sizeof needed_ops / sizeof needed_ops[0]; i++)
+                if (!io_uring_opcode_supported(p, needed_ops[i]))
+                    r = -EOPNOTSUPP;
+        }
+        free(p);
     }
     io_uring_queue_exit(&ring);
-    probe_result = r;
+    return r;
 }
+
+struct probe_run {
+    int result;
+    bool final;
+};
 
 static void *probe_thread(void *arg)
 {
-    (void)arg;
-    probe();
+    struct probe_run *run = arg;
+    run->result = probe(&run->final);
     return NULL;
 }
 
@@ -74,17 +96,31 @@ static void *probe_thread(void *arg)
  * asynchronously and then interrupts every task that had it (task work with TWA_SIGNAL), which a
  * caller's blocking syscall with SO_RCVTIMEO sees as a spurious EINTR, seconds later under load.
  * A thread that has exited cannot be interrupted. */
-static void probe_once_fn(void)
+static void probe_on_thread(struct probe_run *run)
 {
     pthread_t t;
-    if (pthread_create(&t, NULL, probe_thread, NULL) != 0 || pthread_join(t, NULL) != 0)
-        probe(); /* no thread to spare: probe here, with the caveat above */
+    if (pthread_create(&t, NULL, probe_thread, run) != 0 || pthread_join(t, NULL) != 0)
+        run->result = probe(&run->final); /* no thread to spare: probe here, with the caveat above */
 }
 
 int rs__uring_probe(void)
 {
-    pthread_once(&probe_once, probe_once_fn);
-    return probe_result;
+    /* Held across the probe: concurrent first loops wait for one answer instead of each making a
+     * ring. pthread_join under it is safe: the probe thread never takes it. */
+    pthread_mutex_lock(&probe_mu);
+    if (!probe_known) {
+        struct probe_run run = { 0, false };
+        probe_on_thread(&run);
+        if (run.final) {
+            probe_known_result = run.result;
+            probe_known = true;
+        }
+        pthread_mutex_unlock(&probe_mu);
+        return run.result;
+    }
+    int r = probe_known_result;
+    pthread_mutex_unlock(&probe_mu);
+    return r;
 }
 
 /* Provided-buffer rings for multishot receives. A ring cannot be resized, so under pressure
@@ -139,6 +175,13 @@ static void arm_wake(struct rs_loop *loop)
     io_uring_sqe_set_data64(sqe, UD_WAKE);
 }
 
+/* The kernel's IORING_MAX_CQ_ENTRIES. */
+#define MAX_CQ 65536u
+
+/* 4 CQ entries per SQ entry, as far as the kernel allows: past 16384 SQ entries the CQ ring is
+ * 65536, still at least twice the SQ ring (the kernel wants no less than one). */
+static unsigned cq_size(unsigned entries) { return entries > MAX_CQ / 4 ? MAX_CQ : entries * 4; }
+
 static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
 {
     int r = rs__uring_probe();
@@ -158,13 +201,13 @@ static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
         p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     }
     p.flags |= IORING_SETUP_CQSIZE;
-    p.cq_entries = entries * 4;
+    p.cq_entries = cq_size(entries);
     r = io_uring_queue_init_params(entries, &be->ring, &p);
     if (r == -EINVAL && (p.flags & IORING_SETUP_DEFER_TASKRUN)) {
         /* older kernel (< 6.1): fall back to cooperative task work */
         memset(&p, 0, sizeof p);
         p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
-        p.cq_entries = entries * 4;
+        p.cq_entries = cq_size(entries);
         r = io_uring_queue_init_params(entries, &be->ring, &p);
     }
     if (r < 0) {
