@@ -404,8 +404,10 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
     if (r == 0) {
         h->finish = blocking_finish;
         he_start(h, list);
+        unsigned ms = 0;
         while (!h->done)
-            rs_loop_run(loop, RS_RUN_ONCE);
+            if (rs_loop_run(loop, RS_RUN_ONCE) < 0)
+                rs__loop_backoff(&ms); /* the attempts' timers still end it */
         r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout) : h->result;
     }
     if (h->a_owned)

@@ -517,7 +517,7 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
 /* Sleep after the backend's wait failed, doubling from 1 ms to 10 ms: an error that persists
  * (ENOMEM, a ring fd closed under us) must not spin a CPU while the op is reaped, and one that
  * clears must not keep the caller waiting long. */
-static void backoff(unsigned *ms)
+void rs__loop_backoff(unsigned *ms)
 {
     *ms = *ms ? (*ms >= 5 ? 10 : *ms * 2) : 1;
     struct timespec ts = { 0, (long)*ms * 1000000L };
@@ -544,7 +544,7 @@ int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
             if (!err)
                 err = r;
             if (!op->done)
-                backoff(&ms);
+                rs__loop_backoff(&ms);
         }
     }
     return err && op->res == -ECANCELED ? err : op->res;

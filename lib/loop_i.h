@@ -60,6 +60,9 @@ int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op);
 /* op could not be submitted (res < 0) but its owner wants the failure through its callback:
  * counted as pending and completed with res on the next turn. */
 void rs__loop_fail(struct rs_loop *loop, struct rs_op *op, int res);
+/* After a failed wait: sleep 1, 2, 4, 8, then 10 ms per call (*ms starts at 0), so that a
+ * persistent engine error never spins a CPU. */
+void rs__loop_backoff(unsigned *ms);
 /* From any thread: make loop's current or next wait return (the loop must be alive). */
 void rs__loop_wake(struct rs_loop *loop);
 /* Whether the blocking call running on loop was asked to end (see rs_loop.abort). */

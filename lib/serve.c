@@ -86,8 +86,10 @@ static void *worker_main(void *p)
     pthread_cond_broadcast(&sv->cv);
     pthread_mutex_unlock(&sv->mu);
     if (r == 0) {
+        unsigned ms = 0;
         while (!w->stopping)
-            rs_loop_run(w->loop, RS_RUN_DEFAULT);
+            if (rs_loop_run(w->loop, RS_RUN_DEFAULT) < 0)
+                rs__loop_backoff(&ms); /* an engine error must not spin the worker */
         /* drain what on_stop closed; bounded, since a conn the user forgot never completes */
         int64_t until = rs__now() + 5000000000LL;
         while (rs_loop_pending(w->loop) && rs__now() < until)
