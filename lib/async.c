@@ -16,8 +16,8 @@
 
 #include "ringsock/async.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 /* iovecs gathered into one SENDMSG */
 #define SEND_BATCH 64

@@ -21,8 +21,8 @@
 #include "ringsock/loop.h"
 #include "ringsock/net.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 /* More addresses than this are ignored: a name with hundreds of A records (gh-106283) must not
  * make the call unbounded even without a deadline. */

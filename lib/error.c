@@ -9,8 +9,8 @@
 
 #include "ringsock/error.h"
 #include "ringsock/net.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 #define RS_ERRNO_MAP(X)                                                   \
     X(EPERM, "operation not permitted")                                  \

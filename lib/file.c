@@ -15,14 +15,12 @@
 #include "bufpool_i.h"
 #include "loop_i.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 /* 64 KiB: best of 8/16/64/256 KiB in bench/readline (docs/performance.md); 8 KiB (Python's
  * io.DEFAULT_BUFFER_SIZE) costs eight receives where one would do on a busy connection. */
 #define DEFAULT_BUFSIZE (64 * 1024)
-/* Kernel transfer limit (MAX_RW_COUNT), as in socket.c. */
-#define MAX_IO 0x7ffff000u
 /* What one unbuffered peek looks at. */
 #define PEEK_SCRATCH 4096
 
@@ -128,7 +126,7 @@ static ssize_t xfer(rs_file *f, bool tx, const struct rs_buf *b, void *p, size_t
     struct rs_op op;
     rs__sock_op(&op, f->sock, kind, rs__sock_deadline(f->sock));
     op.u.io.buf = p;
-    op.u.io.len = min_sz(len, MAX_IO);
+    op.u.io.len = min_sz(len, RS_MAX_IO);
     op.flags = flags;
     op.buf_index = idx >= 0 ? (uint16_t)idx : 0;
     return rs__loop_exec(loop, &op);

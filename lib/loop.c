@@ -16,8 +16,8 @@
 #include "loop_i.h"
 #include "fault_i.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 EXPORT const char *rs_backend_name(int backend)
 {

@@ -72,16 +72,14 @@ static bool is_stream(int fd)
     return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type == SOCK_STREAM;
 }
 
-/* One op transfers at most what one recv(2) can (MAX_RW_COUNT): its result must fit in an int
+/* One op transfers at most what one recv(2) can (RS_MAX_IO): its result must fit in an int
  * (struct rs_op.res, an io_uring CQE), and a gathered MSG_WAITALL receive must not end up
  * reporting more than the single call it stands for could. */
-#define MAX_IO ((size_t)0x7ffff000)
-
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
 /* After one non-blocking receive of a MSG_WAITALL op returned r: true to receive again, or false
  * with the op's result in *res (the bytes so far, -EAGAIN to wait for more, or the error). want is
- * at most MAX_IO, so the bytes so far always fit in *res. */
+ * at most RS_MAX_IO, so the bytes so far always fit in *res. */
 static bool waitall_more(struct rs_op *op, ssize_t r, size_t want, int *res)
 {
     if (r > 0) {
@@ -105,7 +103,7 @@ static bool waitall_more(struct rs_op *op, ssize_t r, size_t want, int *res)
 static int recv_waitall(struct rs_op *op)
 {
     char *buf = op->u.io.buf;
-    size_t want = min_size(op->u.io.len, MAX_IO);
+    size_t want = min_size(op->u.io.len, RS_MAX_IO);
     int res;
     ssize_t r;
     do
@@ -121,9 +119,9 @@ static int recvmsg_waitall(struct rs_op *op)
 {
     struct msghdr *m = op->u.msg;
     size_t want = 0;
-    for (size_t i = 0; i < m->msg_iovlen && want < MAX_IO; i++)
-        want += min_size(m->msg_iov[i].iov_len, MAX_IO);
-    want = min_size(want, MAX_IO);
+    for (size_t i = 0; i < m->msg_iovlen && want < RS_MAX_IO; i++)
+        want += min_size(m->msg_iov[i].iov_len, RS_MAX_IO);
+    want = min_size(want, RS_MAX_IO);
     int res;
     bool more;
     do {
@@ -211,12 +209,12 @@ again:
         break;
     case RS_OP_SEND:
         *events = POLLOUT;
-        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO), op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_RECV:
         if ((op->flags & MSG_WAITALL) && op->deadline != RS_DEADLINE_NOW)
             return recv_waitall(op);
-        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), op->flags | MSG_DONTWAIT);
+        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO), op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_SENDMSG:
         *events = POLLOUT;
@@ -228,11 +226,11 @@ again:
         r = recvmsg(op->fd, op->u.msg, op->flags | MSG_DONTWAIT);
         break;
     case RS_OP_READ_FIXED: /* the memory is ordinary memory too */
-        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), MSG_DONTWAIT);
+        r = recv(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO), MSG_DONTWAIT);
         break;
     case RS_OP_WRITE_FIXED:
         *events = POLLOUT;
-        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO), MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO), MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_SPLICE: {
         if (op->u.splice.fd_out == op->fd)
@@ -240,20 +238,20 @@ again:
         int64_t *oi = op->u.splice.off_in >= 0 ? &op->u.splice.off_in : NULL;
         int64_t *oo = op->u.splice.off_out >= 0 ? &op->u.splice.off_out : NULL;
         /* splice advances the offsets it is given: the op's copy tracks progress */
-        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, min_size(op->u.splice.len, MAX_IO),
+        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, min_size(op->u.splice.len, RS_MAX_IO),
                    op->u.splice.flags | SPLICE_F_NONBLOCK);
         break;
     }
     case RS_OP_SENDFILE: {
         *events = POLLOUT;
         off_t off = (off_t)op->u.splice.off_in;
-        r = sendfile(op->fd, op->u.splice.fd_in, &off, min_size(op->u.splice.len, MAX_IO));
+        r = sendfile(op->fd, op->u.splice.fd_in, &off, min_size(op->u.splice.len, RS_MAX_IO));
         if (r > 0)
             op->u.splice.off_in = off;
         break;
     }
     case RS_OP_READ:
-        r = read(op->fd, op->u.io.buf, min_size(op->u.io.len, MAX_IO));
+        r = read(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO));
         break;
     case RS_OP_POLL: {
         struct pollfd p = { .fd = op->fd, .events = (short)op->flags };
@@ -272,7 +270,7 @@ again:
         return -EINVAL;
     }
     RS_FAULT_LABEL(fault_out)
-    if (r >= 0) /* every length above was capped at MAX_IO (recvmsg/sendmsg: by the kernel) */
+    if (r >= 0) /* every length above was capped at RS_MAX_IO (recvmsg/sendmsg: by the kernel) */
         return (int)r;
     if (errno == EWOULDBLOCK)
         return -EAGAIN;

@@ -22,8 +22,8 @@
 #include "ringsock/socket.h"
 #include "bufpool_i.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 /* F_SETPIPE_SZ asks for 1 MiB (the default /proc/sys/fs/pipe-max-size): one SPLICE pair then moves
  * up to 1 MiB. Refused (EPERM above pipe-max-size, or a user past pipe-user-pages-soft) we keep
@@ -49,8 +49,6 @@
 #define SPLICE_MIN (8u << 20)
 /* read + send buffer */
 #define READSEND_CHUNK (256u << 10)
-/* The kernel's per-call transfer limit (MAX_RW_COUNT). */
-#define MAX_IO 0x7ffff000u
 
 /* A batch: a drain of what the pipe holds, the pairs, and a fence. */
 #define OPS_MAX (2 + 2 * BATCH_PAIRS)
@@ -378,7 +376,7 @@ static int via_sendfile(struct xfer *x)
         rs__sock_op(&op, x->s, RS_OP_SENDFILE, rs__sock_deadline(x->s));
         op.u.splice.fd_in = x->fd;
         op.u.splice.off_in = x->start + (int64_t)x->sent;
-        op.u.splice.len = (size_t)min_u64(x->want - x->sent, MAX_IO);
+        op.u.splice.len = (size_t)min_u64(x->want - x->sent, RS_MAX_IO);
         int r = rs__loop_exec(x->loop, &op);
         if (r < 0)
             return refused(r) ? REFUSED : r;

@@ -16,8 +16,8 @@
 #include "ringsock/async.h"
 #include "ringsock/net.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 struct worker {
     struct rs_serve *sv;

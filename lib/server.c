@@ -9,8 +9,8 @@
 
 #include "ringsock/net.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 static int set_int(int fd, int level, int name, int v)
 {
@@ -64,7 +64,7 @@ EXPORT int rs_create_server(rs_socket **out, const char *host, const char *port,
         r = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, opts->dualstack_ipv6 ? 0 : 1);
     if (r == 0 && bind(fd, res->ai_addr, res->ai_addrlen) < 0)
         r = -errno;
-    int backlog = opts->backlog < 0 ? (SOMAXCONN < 128 ? SOMAXCONN : 128) : opts->backlog;
+    int backlog = opts->backlog < 0 ? RS_DEFAULT_BACKLOG : opts->backlog;
     if (r == 0 && listen(fd, backlog) < 0)
         r = -errno;
     if (r == 0) {

@@ -15,8 +15,8 @@
 #include "ringsock/socket.h"
 #include "ringsock/loop.h"
 #include "socket_i.h"
+#include "export_i.h"
 
-#define EXPORT __attribute__((visibility("default")))
 
 static _Atomic double default_timeout = RS_TIMEOUT_NONE;
 
@@ -274,7 +274,7 @@ EXPORT int rs_listen(rs_socket *s, int backlog)
     if (!s || atomic_load(&s->closed))
         return -EBADF;
     if (backlog < 0)
-        backlog = SOMAXCONN < 128 ? SOMAXCONN : 128;
+        backlog = RS_DEFAULT_BACKLOG;
     return listen(s->fd, backlog) < 0 ? -errno : 0;
 }
 
@@ -321,8 +321,6 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
     return rs__sock_wrap(conn, fd, family, type, rs_getdefaulttimeout());
 }
 
-/* Kernel transfer limit (MAX_RW_COUNT): larger requests are short transfers, reported as such. */
-#define MAX_IO 0x7ffff000u
 
 static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, int64_t deadline)
 {
@@ -334,7 +332,7 @@ static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, i
     /* MSG_DONTWAIT asks for this one call what timeout 0 asks for every call. */
     rs__sock_op(&op, s, kind, (flags & MSG_DONTWAIT) ? RS_DEADLINE_NOW : deadline);
     op.u.io.buf = buf;
-    op.u.io.len = len > MAX_IO ? MAX_IO : len;
+    op.u.io.len = len > RS_MAX_IO ? RS_MAX_IO : len;
     op.flags = flags;
     return rs__sock_run(s, &op);
 }
@@ -369,7 +367,7 @@ EXPORT ssize_t rs_sendall_ex(rs_socket *s, const void *buf, size_t len, int flag
             struct rs_op op;
             rs__sock_op(&op, s, RS_OP_SEND, deadline);
             op.u.io.buf = (char *)(uintptr_t)buf + done;
-            op.u.io.len = len - done > MAX_IO ? MAX_IO : len - done;
+            op.u.io.len = len - done > RS_MAX_IO ? RS_MAX_IO : len - done;
             op.flags = flags;
             r = rs__loop_exec(loop, &op);
             if (r > 0)
@@ -543,7 +541,7 @@ EXPORT ssize_t rs_send_fds(rs_socket *s, const void *buf, size_t len, const int 
         char buf[CMSG_SPACE(RS_MAX_FDS * sizeof(int))];
         struct cmsghdr align;
     } ctl;
-    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > RS_MAX_IO ? RS_MAX_IO : len };
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
     if (nfds) {
         memset(&ctl, 0, sizeof ctl);
@@ -574,7 +572,7 @@ EXPORT ssize_t rs_recv_fds(rs_socket *s, void *buf, size_t len, int *fds, size_t
     } ctl;
     size_t cap = *nfds;
     *nfds = 0;
-    struct iovec iov = { .iov_base = buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct iovec iov = { .iov_base = buf, .iov_len = len > RS_MAX_IO ? RS_MAX_IO : len };
     struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
     if (cap) {
         msg.msg_control = ctl.buf;
@@ -646,7 +644,7 @@ EXPORT ssize_t rs_sendto(rs_socket *s, const void *buf, size_t len, int flags, c
         return s ? -EFAULT : -EBADF;
     if (tolen < sizeof(sa_family_t))
         return s ? -EINVAL : -EBADF;
-    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = len > RS_MAX_IO ? RS_MAX_IO : len };
     struct msghdr msg = {
         .msg_name = (void *)(uintptr_t)to, .msg_namelen = tolen, .msg_iov = &iov, .msg_iovlen = 1
     };
@@ -662,7 +660,7 @@ EXPORT ssize_t rs_recvfrom(rs_socket *s, void *buf, size_t len, int flags, struc
         return rs_recv(s, buf, len, flags);
     if (!buf && len)
         return s ? -EFAULT : -EBADF;
-    struct iovec iov = { .iov_base = buf, .iov_len = len > MAX_IO ? MAX_IO : len };
+    struct iovec iov = { .iov_base = buf, .iov_len = len > RS_MAX_IO ? RS_MAX_IO : len };
     /* The kernel copies at most *fromlen bytes of the address and stores its full length. */
     struct msghdr msg = { .msg_name = from, .msg_namelen = *fromlen, .msg_iov = &iov, .msg_iovlen = 1 };
     ssize_t r = msg_op(s, RS_OP_RECVMSG, &msg, flags);
@@ -678,7 +676,7 @@ EXPORT ssize_t rs_sendmsg(rs_socket *s, const struct msghdr *msg, int flags)
         return s ? r : -EBADF;
     if (msg->msg_name && msg->msg_namelen && msg->msg_namelen < sizeof(sa_family_t))
         return s ? -EINVAL : -EBADF;
-    /* sendmsg(2) only reads the msghdr; the kernel caps the iovecs' total at MAX_IO itself. */
+    /* sendmsg(2) only reads the msghdr; the kernel caps the iovecs' total at RS_MAX_IO itself. */
     return msg_op(s, RS_OP_SENDMSG, (struct msghdr *)(uintptr_t)msg, flags);
 }
 

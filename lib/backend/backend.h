@@ -29,6 +29,10 @@ enum rs_op_kind {
     RS_OP__COUNT
 };
 
+/* The kernel's per-call transfer limit (MAX_RW_COUNT): one operation moves at most this many
+ * bytes; larger requests are short transfers, reported as such. */
+#define RS_MAX_IO ((size_t)0x7ffff000)
+
 /* No deadline. Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
 #define RS_DEADLINE_NONE INT64_MAX
 /* Do not wait at all: one non-blocking attempt (timeout 0 in socket.py terms). */

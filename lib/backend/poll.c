@@ -1,5 +1,6 @@
-/* The poll backend: the readiness engine over poll(2), nothing beyond POSIX, so the library
- * builds where neither io_uring nor epoll exists. The pollfd array holds only fds with waiters. */
+/* The poll backend: the readiness engine over poll(2), for where io_uring and epoll are refused
+ * (seccomp profiles, gVisor, old kernels). The pollfd array holds the loop's wake-up eventfd and
+ * the fds with waiters. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>

@@ -391,7 +391,7 @@ static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 
 /* io_uring lengths are 32-bit; larger requests become short transfers, never truncated silently
  * into something smaller than asked without the caller seeing a short count. */
-static unsigned clamp_len(size_t len) { return len > 0x7ffff000u ? 0x7ffff000u : (unsigned)len; }
+static unsigned clamp_len(size_t len) { return (unsigned)(len > RS_MAX_IO ? RS_MAX_IO : len); }
 
 /* op->bstate: the operation is parked on a POLL_ADD until its fd is ready, then reissued. Used
  * when the kernel hands back -EAGAIN for a blocking operation (SPLICE into a non-blocking socket
