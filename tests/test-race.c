@@ -969,6 +969,11 @@ END_TEST
 /* accept(2) on a listener that was shut down: EINVAL, as Python's socket.accept raises */
 START_TEST(shutdown_stops_accept_tcp) { shutdown_stops(K_ACCEPT_TCP, -EINVAL); }
 END_TEST
+/* An AF_UNIX listener that was shut down polls as hung up while accept(2) says EAGAIN: the
+ * engine must end the accept (EINVAL, as a blocking accept(2)) instead of re-arming it (it spun
+ * a CPU on uring and poll and slept forever on epoll). */
+START_TEST(shutdown_stops_accept_unix) { shutdown_stops(K_ACCEPT_UNIX, -EINVAL); }
+END_TEST
 
 static Suite *make_suite(void)
 {
@@ -1013,6 +1018,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, shutdown_stops_recv_tcp);
     tcase_add_test(tc, shutdown_stops_recv_unix);
     tcase_add_test(tc, shutdown_stops_accept_tcp);
+    tcase_add_test(tc, shutdown_stops_accept_unix);
     return s;
 }
 

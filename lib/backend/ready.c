@@ -225,7 +225,7 @@ static bool run_multishot(struct ready *r, struct rs_op *op, int *res, int *n)
 
 /* Retry the waiters of one list of fd in order until one would block again. The list is found
  * again after every callback: a callback may submit on another fd and grow (move) the table. */
-static int run_list(struct ready *r, int fd, bool wr)
+static int run_list(struct ready *r, int fd, bool wr, bool hup)
 {
     int n = 0;
     struct rs_op *op;
@@ -248,6 +248,10 @@ static int run_list(struct ready *r, int fd, bool wr)
             tail = wr ? &e->wtail : &e->rtail;
         } else {
             res = rs__op_try(op, &ev);
+            /* An AF_UNIX listener that was shut down polls as hung up yet accept(2) says EAGAIN
+             * without end: a blocking accept(2) would say EINVAL, and waiting on would spin. */
+            if (res == -EAGAIN && hup && op->kind == RS_OP_ACCEPT)
+                res = -EINVAL;
         }
         if (res == -EAGAIN)
             break;
@@ -272,9 +276,9 @@ int rs__ready_event(struct ready *r, int fd, short revents)
         return 0;
     int n = 0;
     if (revents & (POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL))
-        n += run_list(r, fd, false);
+        n += run_list(r, fd, false, revents & POLLHUP);
     if (revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL))
-        n += run_list(r, fd, true);
+        n += run_list(r, fd, true, revents & POLLHUP);
     struct fdent *e = &r->fds[fd];
     if (n)
         r->p->update(r, fd, e, e->gen);

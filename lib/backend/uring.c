@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -639,7 +640,11 @@ static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned fla
     }
     if (op->bstate & POLLING) {
         op->bstate &= (uint8_t)~POLLING;
-        if (res >= 0 && !op->cancelled) {
+        if (res >= 0 && op->kind == RS_OP_ACCEPT && (res & POLLHUP)) {
+            /* an AF_UNIX listener that was shut down polls as hung up yet accept says EAGAIN
+             * without end: a blocking accept(2) says EINVAL, and re-arming would spin */
+            res = -EINVAL;
+        } else if (res >= 0 && !op->cancelled) {
             if (op->kind == RS_OP_SENDFILE) {
                 if (try_then_poll(loop, op) == 0)
                     return false;
