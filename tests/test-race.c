@@ -975,6 +975,52 @@ END_TEST
 START_TEST(shutdown_stops_accept_unix) { shutdown_stops(K_ACCEPT_UNIX, -EINVAL); }
 END_TEST
 
+/* ---- a timeout set while another thread's call reads it --------------------------------------- */
+
+/* rs_settimeout from one thread while another thread's calls read the timeout: each call sees one
+ * of the values set, never a torn one (the TSan step reports the plain double this used to be). */
+struct flip {
+    rs_socket *s;
+    atomic_bool stop;
+};
+
+static void *flip_timeout(void *p)
+{
+    struct flip *f = p;
+    for (unsigned i = 0; i < 1000000 && !atomic_load(&f->stop); i++)
+        ck_assert_int_eq(rs_settimeout(f->s, (i & 1) ? 0.002 : 0.004), 0);
+    return NULL;
+}
+
+START_TEST(settimeout_while_another_thread_waits)
+{
+    rs_socket *sp[2];
+    ck_assert_int_eq(rs_socketpair(sp, AF_UNIX, SOCK_STREAM, 0), 0);
+    ck_assert_int_eq(rs_settimeout(sp[0], 0.004), 0);
+    struct flip f = { .s = sp[0] };
+    atomic_init(&f.stop, false);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, flip_timeout, &f), 0);
+    double end = t_now() + 0.3;
+    int calls = 0;
+    while (t_now() < end && calls < 1000) {
+        char b;
+        double t0 = t_now();
+        ssize_t r = rs_recv(sp[0], &b, 1, 0);
+        ck_assert_msg(r == -ETIMEDOUT, "recv returned %zd", r);
+        /* one of the two timeouts, never 0 (non-blocking) or a torn value */
+        ck_assert_msg(t_now() - t0 >= 0.002 - T_EARLY && t_now() - t0 <= 0.004 + t_slack(), "took %.4f s",
+                      t_now() - t0);
+        calls++;
+    }
+    atomic_store(&f.stop, true);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_int_gt(calls, 10);
+    ck_assert_int_eq(rs_close(sp[0]), 0);
+    ck_assert_int_eq(rs_close(sp[1]), 0);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("race");
@@ -1019,6 +1065,9 @@ static Suite *make_suite(void)
     tcase_add_test(tc, shutdown_stops_recv_unix);
     tcase_add_test(tc, shutdown_stops_accept_tcp);
     tcase_add_test(tc, shutdown_stops_accept_unix);
+
+    tc = t_tcase(s, "timeout", 10);
+    tcase_add_test(tc, settimeout_while_another_thread_waits);
     return s;
 }
 
