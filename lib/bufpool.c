@@ -23,18 +23,26 @@ static size_t page_round(size_t n)
     return (n + pg - 1) / pg * pg;
 }
 
+static const char pool_key = 'b'; /* this file's per-loop resource */
+
+/* (the ring's teardown unregisters the table) */
+static void pool_free(void *p) { free(p); }
+
 static struct rs_bufpool *pool_of(struct rs_loop *loop)
 {
-    if (!loop->bufpool) {
-        struct rs_bufpool *p = calloc(1, sizeof *p);
-        if (!p)
+    struct rs_bufpool *p = rs__loop_res(loop, &pool_key);
+    if (!p) {
+        if (!(p = calloc(1, sizeof *p)))
             return NULL;
+        if (rs__loop_res_attach(loop, &pool_key, p, pool_free) < 0) {
+            free(p);
+            return NULL;
+        }
         /* One try per loop: a backend without fixed buffers, or a kernel/RLIMIT_MEMLOCK that
          * refuses the table, means plain memory for this loop's whole life. */
-        p->usable = RS_FAULT_REGBUF(loop->ops->buffers_init(loop, RS_BUFPOOL_SLOTS)) == 0;
-        loop->bufpool = p;
+        p->usable = RS_FAULT_REGBUF(rs__loop_buffers_init(loop, RS_BUFPOOL_SLOTS)) == 0;
     }
-    return loop->bufpool;
+    return p;
 }
 
 int rs__buf_get(struct rs_loop *loop, size_t size, struct rs_buf *b)
@@ -55,7 +63,7 @@ int rs__buf_get(struct rs_loop *loop, size_t size, struct rs_buf *b)
         if (p->used[i])
             continue;
         struct iovec iov = { .iov_base = b->mem, .iov_len = b->size };
-        if (RS_FAULT_REGBUF(loop->ops->buffer_update(loop, (unsigned)i, &iov)) == 0) {
+        if (RS_FAULT_REGBUF(rs__loop_buffer_update(loop, (unsigned)i, &iov)) == 0) {
             p->used[i] = true;
             b->index = i;
         }
@@ -74,10 +82,11 @@ void rs__buf_put(struct rs_buf *b)
     if (!b->mem)
         return;
     struct rs_loop *loop = rs__loop_current();
-    if (b->index >= 0 && loop && loop->id == b->loop_id && loop->bufpool) {
+    struct rs_bufpool *p = loop && loop->id == b->loop_id ? rs__loop_res(loop, &pool_key) : NULL;
+    if (b->index >= 0 && p) {
         struct iovec empty = { .iov_base = NULL, .iov_len = 0 };
-        if (loop->ops->buffer_update(loop, (unsigned)b->index, &empty) == 0)
-            loop->bufpool->used[b->index] = false;
+        if (rs__loop_buffer_update(loop, (unsigned)b->index, &empty) == 0)
+            p->used[b->index] = false;
     }
     /* Still registered elsewhere? The kernel holds its own pin on the pages; unmapping only
      * drops ours, and nobody can name that slot with this memory again. */
@@ -86,9 +95,3 @@ void rs__buf_put(struct rs_buf *b)
     b->index = -1;
 }
 
-void rs__bufpool_free(struct rs_loop *loop)
-{
-    /* the ring's teardown unregisters the table */
-    free(loop->bufpool);
-    loop->bufpool = NULL;
-}

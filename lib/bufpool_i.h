@@ -24,8 +24,6 @@ int rs__buf_get(struct rs_loop *loop, size_t size, struct rs_buf *b);
 void rs__buf_put(struct rs_buf *b);
 /* Can b be used as a fixed buffer on loop? */
 int rs__buf_fixed_index(const struct rs_buf *b, const struct rs_loop *loop);
-/* Called by rs_loop_free. */
-void rs__bufpool_free(struct rs_loop *loop);
 
 #define RS_BUFPOOL_SLOTS 64
 

@@ -15,7 +15,6 @@
 #include "ringsock/loop.h"
 #include "loop_i.h"
 #include "fault_i.h"
-#include "socket_i.h"
 #include "export_i.h"
 
 
@@ -141,28 +140,29 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     loop->ops = ops;
     loop->backend = backend;
     loop->id = atomic_fetch_add(&next_id, 1);
-    loop->buf_count = buf_count;
-    loop->buf_size = buf_size;
+    loop->eng.buf_count = buf_count;
+    loop->eng.buf_size = buf_size;
+    loop->eng.stats = &loop->stats;
     loop->zc_threshold = opts->zc_threshold ? opts->zc_threshold : RS_ZC_THRESHOLD_DEFAULT;
     /* blocking: io_uring's READ of it would fail with -EAGAIN on an O_NONBLOCK file; the
      * readiness backends read it only once their poller says it is readable */
-    loop->wakefd = eventfd(0, EFD_CLOEXEC);
-    if (loop->wakefd < 0) {
+    loop->eng.wakefd = eventfd(0, EFD_CLOEXEC);
+    if (loop->eng.wakefd < 0) {
         int e = -errno;
         free(loop);
         return e;
     }
-    int r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
+    int r = ops->init(&loop->eng, opts->entries ? opts->entries : 256, opts->flags);
     while (r < 0 && probing && backend != RS_BACKEND_POLL) {
         /* AUTO's probe said yes but this ring was refused (a seccomp filter installed after the
          * probe, a memlock limit): take the next backend instead of failing */
         backend = backend == RS_BACKEND_URING && ops_of(RS_BACKEND_EPOLL) ? RS_BACKEND_EPOLL : RS_BACKEND_POLL;
         loop->ops = ops = ops_of(backend);
         loop->backend = backend;
-        r = ops->init(loop, opts->entries ? opts->entries : 256, opts->flags);
+        r = ops->init(&loop->eng, opts->entries ? opts->entries : 256, opts->flags);
     }
     if (r < 0) {
-        close(loop->wakefd);
+        close(loop->eng.wakefd);
         free(loop);
         return r;
     }
@@ -178,18 +178,42 @@ __thread struct rs_loop *rs__tls_loop __attribute__((tls_model("initial-exec")))
 static pthread_key_t tls_key;
 static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 
+void *rs__loop_res(const struct rs_loop *loop, const void *key)
+{
+    for (int i = 0; i < RS_LOOP_RES_MAX; i++)
+        if (loop->res[i].key == key)
+            return loop->res[i].p;
+    return NULL;
+}
+
+int rs__loop_res_attach(struct rs_loop *loop, const void *key, void *p, void (*fn)(void *p))
+{
+    for (int i = 0; i < RS_LOOP_RES_MAX; i++) {
+        if (!loop->res[i].key) {
+            loop->res[i] = (struct rs_loop_res){ .key = key, .p = p, .free = fn };
+            return 0;
+        }
+    }
+    return -ENOSPC;
+}
+
+static void res_free(struct rs_loop *loop)
+{
+    for (int i = 0; i < RS_LOOP_RES_MAX; i++) {
+        if (loop->res[i].key && loop->res[i].free)
+            loop->res[i].free(loop->res[i].p);
+        loop->res[i].key = NULL;
+    }
+}
+
 static void loop_release(struct rs_loop *loop)
 {
     reg_remove(loop);
+    res_free(loop);
     if (!loop->dead) {
-        rs__bufpool_free(loop);
-        rs__pipepool_free(loop);
-        loop->ops->fini(loop);
-        close(loop->wakefd);
-    } else {
-        /* the kernel objects went at the fork; the rest is our memory */
-        free(loop->bufpool);
-        free(loop->pipes);
+        /* (the kernel objects of a dead loop went at the fork) */
+        loop->ops->fini(&loop->eng);
+        close(loop->eng.wakefd);
     }
     if (loop == tls_loop)
         tls_loop = NULL;
@@ -217,19 +241,11 @@ static void thread_exit(void *p)
     }
 }
 
-/* fork() keeps the registry and the socket layer's locks consistent: no other thread is
- * inside them when the child's copy is taken. */
-static void before_fork(void)
-{
-    pthread_mutex_lock(&reg_lock);
-    rs__sock_locks(true);
-}
+/* fork() keeps the registry consistent: no other thread is inside it when the child's copy is
+ * taken. (The socket layer does the same for its locks, socket.c.) */
+static void before_fork(void) { pthread_mutex_lock(&reg_lock); }
 
-static void after_fork_parent(void)
-{
-    rs__sock_locks(false);
-    pthread_mutex_unlock(&reg_lock);
-}
+static void after_fork_parent(void) { pthread_mutex_unlock(&reg_lock); }
 
 /* A child must never act on its parent's loops: a SINGLE_ISSUER ring refuses it, and any other
  * ring, epoll set or eventfd is shared with the parent, so an unregister, an epoll_ctl or a
@@ -239,13 +255,12 @@ static void after_fork_parent(void)
  * stay as husks for rs_loop_free. This thread gets a fresh default loop on first use. */
 static void after_fork_child(void)
 {
-    rs__sock_locks(false);
     atomic_fetch_add(&forkgen, 1);
     struct rs_loop *loop = reg_head;
     while (loop) {
         struct rs_loop *next = loop->reg_next;
-        loop->ops->abandon(loop);
-        close(loop->wakefd);
+        loop->ops->abandon(&loop->eng);
+        close(loop->eng.wakefd);
         loop->dead = true;
         loop->pending = 0;
         loop->deferred_head = loop->deferred_tail = NULL;
@@ -257,8 +272,7 @@ static void after_fork_child(void)
                 reg_head = next;
             if (next)
                 next->reg_prev = loop->reg_prev;
-            free(loop->bufpool);
-            free(loop->pipes);
+            res_free(loop);
             free(loop);
         }
         loop = next;
@@ -318,7 +332,7 @@ EXPORT int rs_loop_backend(const rs_loop *loop) { return loop ? loop->backend : 
 
 EXPORT unsigned rs_loop_features(const rs_loop *loop)
 {
-    return loop && loop->ops->features ? loop->ops->features((struct rs_loop *)loop) : 0;
+    return loop && loop->ops->features ? loop->ops->features((struct rs_engine *)&loop->eng) : 0;
 }
 
 EXPORT size_t rs_loop_pending(const rs_loop *loop) { return loop ? loop->pending : 0; }
@@ -408,12 +422,12 @@ int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
     if (may_sigpipe(op)) {
         struct sigpipe_guard g;
         guard_on(&g);
-        r = loop->ops->submit(loop, op);
+        r = loop->ops->submit(&loop->eng, op);
         if (r == 0)
             loop->sigpipe_ops++;
         guard_off(&g);
     } else {
-        r = loop->ops->submit(loop, op);
+        r = loop->ops->submit(&loop->eng, op);
     }
     if (r == 0) {
         loop->pending++;
@@ -446,8 +460,14 @@ void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res)
     loop->ndeferred++;
 }
 
-void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
+/* The engine's side of struct rs_engine: it is the first member of struct rs_loop. */
+static struct rs_loop *loop_of(struct rs_engine *e) { return (struct rs_loop *)(void *)e; }
+
+void rs__eng_defer(struct rs_engine *e, struct rs_op *op, int res) { rs__loop_defer(loop_of(e), op, res); }
+
+void rs__op_complete(struct rs_engine *e, struct rs_op *op, int res)
 {
+    struct rs_loop *loop = loop_of(e);
     RS_FAULT_OP_DONE(op);
     /* io_uring reports a fired LINK_TIMEOUT as -ECANCELED on the operation itself. */
     if (res == -ECANCELED && !op->cancelled && op->deadline != RS_DEADLINE_NONE)
@@ -462,8 +482,9 @@ void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res)
         op->cb(op);
 }
 
-void rs__op_deliver(struct rs_loop *loop, struct rs_op *op, int res, const void *data)
+void rs__op_deliver(struct rs_engine *e, struct rs_op *op, int res, const void *data)
 {
+    struct rs_loop *loop = loop_of(e);
     op->res = res;
     op->mdata = data;
     loop->stats.completed++;
@@ -484,7 +505,7 @@ static int drain_deferred(struct rs_loop *loop)
             loop->deferred_tail = NULL;
         loop->ndeferred--;
         op->next = NULL;
-        rs__op_complete(loop, op, op->res);
+        rs__op_complete(&loop->eng, op, op->res);
         n++;
     }
     return n;
@@ -494,7 +515,7 @@ static int drain_deferred(struct rs_loop *loop)
  * may still block if they did not finish what the caller waits for (`until`: a blocking call's
  * op; NULL for rs_loop_run(DEFAULT), which waits for whatever comes): a send that completed
  * inside its submit must not cost an extra non-blocking epoll_wait per message. */
-static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const struct rs_op *until)
+static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const struct rs_op *until, unsigned min)
 {
     int n = drain_deferred(loop);
     if (!loop->pending)
@@ -506,10 +527,10 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
     if (loop->sigpipe_ops) {
         struct sigpipe_guard g;
         guard_on(&g);
-        r = loop->ops->wait(loop, block);
+        r = loop->ops->wait(&loop->eng, block, min);
         guard_off(&g);
     } else {
-        r = loop->ops->wait(loop, block);
+        r = loop->ops->wait(&loop->eng, block, min);
     }
     return r < 0 ? r : n + r;
 }
@@ -539,7 +560,7 @@ int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
          * still write into it: only its completion ends this wait. */
         if (!asked && (err || rs__loop_aborted(loop)))
             asked = rs__loop_cancel(loop, op) == 0;
-        r = turn(loop, true, false, op);
+        r = turn(loop, true, false, op, 0);
         if (r < 0) {
             if (!err)
                 err = r;
@@ -557,28 +578,28 @@ int rs__loop_cancel(struct rs_loop *loop, struct rs_op *op)
     if (op->kind == RS_OP_DEFER)
         return 0; /* it completes on the next turn anyway */
     op->cancelled = true;
-    return loop->ops->cancel(loop, op);
+    return loop->ops->cancel(&loop->eng, op);
 }
 
 void rs__loop_wake(struct rs_loop *loop)
 {
     uint64_t one = 1;
     /* fails only with the counter at its maximum: a wake-up is pending then anyway */
-    ssize_t r = write(loop->wakefd, &one, sizeof one);
+    ssize_t r = write(loop->eng.wakefd, &one, sizeof one);
     (void)r;
 }
 
 void rs__loop_forget_fd(struct rs_loop *loop, int fd)
 {
     if (loop && !loop->dead)
-        loop->ops->forget_fd(loop, fd);
+        loop->ops->forget_fd(&loop->eng, fd);
 }
 
 int rs__loop_buf_keep(struct rs_loop *loop, const void *data)
 {
     if (!loop->ops->buf_keep)
         return -EOPNOTSUPP;
-    int r = loop->ops->buf_keep(loop, data);
+    int r = loop->ops->buf_keep(&loop->eng, data);
     if (r == 0)
         loop->kept++;
     return r;
@@ -587,7 +608,24 @@ int rs__loop_buf_keep(struct rs_loop *loop, const void *data)
 void rs__loop_buf_release(struct rs_loop *loop, const void *data)
 {
     loop->kept--;
-    loop->ops->buf_release(loop, data);
+    loop->ops->buf_release(&loop->eng, data);
+}
+
+int rs__loop_wait_for(struct rs_loop *loop, unsigned min)
+{
+    if (loop->dead)
+        return -EBADFD;
+    return turn(loop, true, true, NULL, min);
+}
+
+int rs__loop_buffers_init(struct rs_loop *loop, unsigned nslots)
+{
+    return loop->dead ? -EBADFD : loop->ops->buffers_init(&loop->eng, nslots);
+}
+
+int rs__loop_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov)
+{
+    return loop->dead ? -EBADFD : loop->ops->buffer_update(&loop->eng, slot, iov);
 }
 
 EXPORT int rs_loop_run(rs_loop *loop, int mode)
@@ -601,7 +639,7 @@ EXPORT int rs_loop_run(rs_loop *loop, int mode)
     do {
         if (mode == RS_RUN_DEFAULT && !loop->pending && !loop->deferred_head)
             break;
-        int r = turn(loop, mode != RS_RUN_NOWAIT, mode == RS_RUN_ONCE, NULL);
+        int r = turn(loop, mode != RS_RUN_NOWAIT, mode == RS_RUN_ONCE, NULL, 0);
         if (r < 0)
             return r;
         total += r;

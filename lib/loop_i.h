@@ -11,12 +11,18 @@
 #include "ringsock/loop.h"
 #include "backend/backend.h"
 
-struct rs_bufpool;
-struct rs_pipepool;
+/* A per-loop resource of a higher layer (the buffer pool, sendfile's pipes), found by its
+ * owner's key and freed with the loop by its owner's function: the engine never names them. */
+struct rs_loop_res {
+    const void *key;
+    void *p;
+    void (*free)(void *p);
+};
+#define RS_LOOP_RES_MAX 4
 
 struct rs_loop {
+    struct rs_engine eng; /* first: what the backend sees (backend.h); the engine casts back */
     const struct rs_backend_ops *ops;
-    void *be;          /* backend state */
     int backend;       /* enum rs_backend */
     bool stop;
     size_t pending;    /* submitted, not yet completed */
@@ -24,18 +30,9 @@ struct rs_loop {
      * runs inside the call that submitted it */
     struct rs_op *deferred_head, *deferred_tail;
     struct rs_loop_stats stats;
-    struct rs_bufpool *bufpool; /* registered buffers, made on first use (bufpool.c) */
-    struct rs_pipepool *pipes;  /* rs_sendfile's splice pipes and counters (sendfile.c) */
+    struct rs_loop_res res[RS_LOOP_RES_MAX];
     uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
-    unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
     unsigned zc_threshold;        /* bytes from which completion-API sends go zero-copy */
-    /* io_uring: a blocking wait returns after this many completions (0: one). Set only around a
-     * wait by a caller that knows that many will come (sendfile.c, for a linked chain): the
-     * kernel then runs the chain's task work without a trip to user space per link. */
-    unsigned wait_min;
-    /* Other threads end this loop's wait by writing to this eventfd (rs__loop_wake); every
-     * backend keeps a read of it armed. */
-    int wakefd;
     /* The blocking call running on this loop's thread may be asked to end from another thread
      * (rs_close): it sets *abort, then wakes the loop. NULL outside such a call. */
     const atomic_bool *abort;
@@ -79,10 +76,21 @@ void rs__loop_buf_release(struct rs_loop *loop, const void *data);
 /* Bumped in every child of fork(): state recorded under an older value belongs to the parent. */
 extern _Atomic unsigned rs__forkgen_v;
 static inline unsigned rs__forkgen(void) { return atomic_load_explicit(&rs__forkgen_v, memory_order_relaxed); }
-/* For backends: op finished inside submit; complete it on the next loop turn. */
+/* op finished without the kernel: complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
-void rs__bufpool_free(struct rs_loop *loop);
-void rs__pipepool_free(struct rs_loop *loop);
+/* One blocking turn that returns after at least min completions (a linked chain of that many
+ * ops: sendfile.c); as rs_loop_run(RS_RUN_ONCE) otherwise. */
+int rs__loop_wait_for(struct rs_loop *loop, unsigned min);
+/* Whether the backend runs linked ops as one kernel chain (backend.h: chains). */
+static inline bool rs__loop_chains(const struct rs_loop *loop) { return loop->ops->chains; }
+/* Registered buffers (bufpool.c): the backend's table, -EOPNOTSUPP where there is none. */
+int rs__loop_buffers_init(struct rs_loop *loop, unsigned nslots);
+int rs__loop_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
+/* The resource of key on loop, or NULL. */
+void *rs__loop_res(const struct rs_loop *loop, const void *key);
+/* Attach p under key, freed by free(p) with the loop (also in a fork child, where free must
+ * only close the child's descriptors and free memory). 0 or -ENOSPC. */
+int rs__loop_res_attach(struct rs_loop *loop, const void *key, void *p, void (*free)(void *p));
 
 /* The calling thread's default loop if it exists (never creates one). Inline: every blocking
  * call reads it, and a call to the exported rs_loop_default goes through the PLT. */

@@ -69,7 +69,7 @@ struct pipe_ent {
     size_t cap;
 };
 
-/* Per loop: the idle pipes and the counters (freed with the loop, rs__pipepool_free). */
+/* Per loop: the idle pipes and the counters (a loop resource, freed with the loop). */
 struct rs_pipepool {
     struct pipe_ent idle[POOL_IDLE];
     unsigned nidle;
@@ -90,25 +90,27 @@ struct xfer {
     bool eof;
 };
 
-static struct rs_pipepool *pool_of(struct rs_loop *loop)
-{
-    if (!loop->pipes)
-        loop->pipes = calloc(1, sizeof *loop->pipes);
-    return loop->pipes;
-}
+static const char pool_key = 'p'; /* this file's per-loop resource */
 
-void rs__pipepool_free(struct rs_loop *loop)
+static void pool_free(void *v)
 {
-    struct rs_pipepool *pp = loop->pipes;
-    if (!pp)
-        return;
+    struct rs_pipepool *pp = v;
     for (unsigned i = 0; i < pp->nidle; i++) {
         close(pp->idle[i].rd);
         close(pp->idle[i].wr);
         atomic_fetch_sub(&pipes_alive, 1);
     }
     free(pp);
-    loop->pipes = NULL;
+}
+
+static struct rs_pipepool *pool_of(struct rs_loop *loop)
+{
+    struct rs_pipepool *pp = rs__loop_res(loop, &pool_key);
+    if (!pp && (pp = calloc(1, sizeof *pp)) && rs__loop_res_attach(loop, &pool_key, pp, pool_free) < 0) {
+        free(pp);
+        pp = NULL;
+    }
+    return pp;
 }
 
 /* An empty pipe from the loop's pool, or a new one; false when the process cap is reached or the
@@ -207,7 +209,7 @@ static bool is_drain(const struct xfer *x, const struct rs_op *op) { return op->
 static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last_progress)
 {
     /* An empty loop has an empty submission queue, so the chain cannot be split by a flush. */
-    bool chain = rs_loop_backend(x->loop) == RS_BACKEND_URING && rs_loop_pending(x->loop) == 0;
+    bool chain = rs__loop_chains(x->loop) && rs_loop_pending(x->loop) == 0;
     if (!chain) {
         size_t i = 0;
         while (i < n) {
@@ -262,9 +264,7 @@ static size_t run_ops(struct xfer *x, struct rs_op *ops, size_t n, int64_t *last
                 if (!ops[i].done)
                     rs__loop_cancel(x->loop, &ops[i]);
         }
-        x->loop->wait_min = aborted ? 1 : left;
-        rs_loop_run(x->loop, RS_RUN_ONCE);
-        x->loop->wait_min = 0;
+        rs__loop_wait_for(x->loop, aborted ? 1 : left);
     }
     return sub;
 }
@@ -552,7 +552,7 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
         return r;
     struct xfer x = { .s = s, .loop = loop, .st = &pp->stats, .fd = fd, .start = start, .want = want };
     pp->stats.calls++;
-    bool uring = rs_loop_backend(loop) == RS_BACKEND_URING;
+    bool uring = rs__loop_chains(loop); /* io_uring: splice chains, and the io-wq fence */
     if (!regular)
         path = PATH_READSEND; /* nothing but read(2) takes every stream source */
     else if (path == PATH_AUTO)
@@ -605,8 +605,9 @@ EXPORT int rs_sendfile_stats(struct rs_sendfile_stats *st)
     if (!st)
         return -EINVAL;
     struct rs_loop *loop = rs__loop_current();
-    if (loop && loop->pipes)
-        *st = loop->pipes->stats;
+    struct rs_pipepool *pp = loop ? rs__loop_res(loop, &pool_key) : NULL;
+    if (pp)
+        *st = pp->stats;
     else
         memset(st, 0, sizeof *st);
     return 0;

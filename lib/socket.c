@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -69,15 +70,20 @@ static inline void lock(atomic_bool *l)
 
 static void unlock(atomic_bool *l) { atomic_store_explicit(l, false, memory_order_release); }
 
-void rs__sock_locks(bool take)
+static void locks_take(void)
 {
-    for (int i = 0; i < NLOCKS; i++) {
-        if (take)
-            lock(&locks[i].held);
-        else
-            unlock(&locks[i].held);
-    }
+    for (int i = 0; i < NLOCKS; i++)
+        lock(&locks[i].held);
 }
+
+static void locks_give(void)
+{
+    for (int i = 0; i < NLOCKS; i++)
+        unlock(&locks[i].held);
+}
+
+/* fork(): no other thread is inside a socket lock when the child's copy is taken. */
+__attribute__((constructor)) static void locks_at_fork(void) { pthread_atfork(locks_take, locks_give, locks_give); }
 
 int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
 {

@@ -50,9 +50,6 @@ void rs__sock_leave(struct rs_socket *s, struct rs_call *c);
 /* enter, run op, leave. -EBADF if s was closed meanwhile and nothing was transferred. */
 int rs__sock_run(struct rs_socket *s, struct rs_op *op);
 
-/* fork(): take (true) or give back (false) every socket lock, so the child's copies are free. */
-void rs__sock_locks(bool lock);
-
 /* Take the fd out of s and free s, if nothing else holds s (-EBUSY otherwise, -EBADF closed). */
 int rs__sock_detach(struct rs_socket *s);
 

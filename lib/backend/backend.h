@@ -9,7 +9,18 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-struct rs_loop;
+#include "ringsock/loop.h"
+
+struct rs_loop_stats;
+
+/* What a backend sees of its loop: the only loop state below the engine. The engine (loop.c)
+ * owns it, inside struct rs_loop. */
+struct rs_engine {
+    void *be;                     /* the backend's own state, set by its init */
+    struct rs_loop_stats *stats;  /* counters the backend adds to (ringsock/loop.h) */
+    unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
+    int wakefd;                   /* eventfd other threads write to end a wait: keep a read armed */
+};
 
 enum rs_op_kind {
     RS_OP_CONNECT,
@@ -79,33 +90,38 @@ struct rs_op {
 /* What every backend implements. All functions run on the loop's thread. */
 struct rs_backend_ops {
     const char *name;
-    int  (*init)(struct rs_loop *loop, unsigned entries, unsigned flags);
-    void (*fini)(struct rs_loop *loop);
+    /* Ops linked with op->link run as one chain inside the kernel, and SPLICE goes to kernel
+     * workers (io_uring): what sendfile.c's splice path is built for. */
+    bool chains;
+    int  (*init)(struct rs_engine *loop, unsigned entries, unsigned flags);
+    void (*fini)(struct rs_engine *loop);
     /* In a child of fork(): close the kernel objects and unmap the memory the loop inherited,
      * without a single call that would act on the parent's (no unregister, no epoll_ctl). */
-    void (*abandon)(struct rs_loop *loop);
+    void (*abandon)(struct rs_engine *loop);
     /* Start op. Returns 0 (op->cb / op->done follow exactly once) or -errno (never completes).
      * May complete the op before returning if it finishes at once. */
-    int  (*submit)(struct rs_loop *loop, struct rs_op *op);
-    /* Flush submissions and handle completions; wait for at least one unless !block. Returns the
-     * number handled or -errno. -EINTR is retried inside. */
-    int  (*wait)(struct rs_loop *loop, bool block);
+    int  (*submit)(struct rs_engine *loop, struct rs_op *op);
+    /* Flush submissions and handle completions; wait for at least one (at least min, when the
+     * caller knows that many will come: io_uring then runs a linked chain's task work without a
+     * trip to user space per link) unless !block. Returns the number handled or -errno. -EINTR
+     * is retried inside. */
+    int  (*wait)(struct rs_engine *loop, bool block, unsigned min);
     /* Ask for op to end with -ECANCELED (or its real result if it raced). */
-    int  (*cancel)(struct rs_loop *loop, struct rs_op *op);
+    int  (*cancel)(struct rs_engine *loop, struct rs_op *op);
     /* The fd is being closed by its owner: forget any registration of it. */
-    void (*forget_fd)(struct rs_loop *loop, int fd);
+    void (*forget_fd)(struct rs_engine *loop, int fd);
     /* Registered buffers: make a table of nslots empty slots, then fill or empty one slot (an
      * iovec with NULL base). -EOPNOTSUPP where the backend has none (readiness backends): the
      * buffer pool then hands out plain memory and the socket layer plain operations. */
-    int  (*buffers_init)(struct rs_loop *loop, unsigned nslots);
-    int  (*buffer_update)(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
+    int  (*buffers_init)(struct rs_engine *loop, unsigned nslots);
+    int  (*buffer_update)(struct rs_engine *loop, unsigned slot, const struct iovec *iov);
     /* Multishot receive buffers lent past a delivery (rs_conn_read_keep); NULL where deliveries
      * are not the backend's to lend (readiness backends: the caller copies). buf_keep is called
      * inside the delivery of data: 0, and data is not reused until buf_release; or -errno. */
-    int  (*buf_keep)(struct rs_loop *loop, const void *data);
-    void (*buf_release)(struct rs_loop *loop, const void *data);
+    int  (*buf_keep)(struct rs_engine *loop, const void *data);
+    void (*buf_release)(struct rs_engine *loop, const void *data);
     /* RS_FEAT_* the backend was granted (NULL: none) */
-    unsigned (*features)(struct rs_loop *loop);
+    unsigned (*features)(struct rs_engine *loop);
 };
 
 extern const struct rs_backend_ops rs__uring_ops;
@@ -143,11 +159,14 @@ int rs__op_try(struct rs_op *op, short *events);
 /* What op waits for when it would block (POLLIN or POLLOUT), without trying it. */
 void rs__op_try_events(const struct rs_op *op, short *events);
 
+/* For backends: op finished inside submit (or must end without the kernel); complete it on the
+ * next loop turn, so that no callback runs inside the call that submitted it. */
+void rs__eng_defer(struct rs_engine *loop, struct rs_op *op, int res);
 /* Called by a backend when op finishes: records res and runs the callback (or marks it done). */
-void rs__op_complete(struct rs_loop *loop, struct rs_op *op, int res);
+void rs__op_complete(struct rs_engine *loop, struct rs_op *op, int res);
 /* A multishot op's intermediate result (more will follow): runs the callback with op->res = res
  * and op->mdata = data, op stays in flight. */
-void rs__op_deliver(struct rs_loop *loop, struct rs_op *op, int res, const void *data);
+void rs__op_deliver(struct rs_engine *loop, struct rs_op *op, int res, const void *data);
 
 /* Size of the scratch buffer a readiness backend receives multishot data into. */
 #define RS_READY_RECV_BUF 65536

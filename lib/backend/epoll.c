@@ -7,7 +7,6 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#include "../loop_i.h"
 #include "ready_i.h"
 
 #define MAX_EVENTS 256
@@ -106,7 +105,7 @@ static const struct rs_poller epoll_poller = {
     .wait = ep_wait,
 };
 
-static int epoll_backend_init(struct rs_loop *loop, unsigned entries, unsigned flags)
+static int epoll_backend_init(struct rs_engine *loop, unsigned entries, unsigned flags)
 {
     (void)entries;
     (void)flags;

@@ -6,7 +6,6 @@
 #include <poll.h>
 #include <stdlib.h>
 
-#include "../loop_i.h"
 #include "ready_i.h"
 
 struct poll_state {
@@ -139,7 +138,7 @@ static const struct rs_poller poll_poller = {
     .wait = pl_wait,
 };
 
-static int poll_backend_init(struct rs_loop *loop, unsigned entries, unsigned flags)
+static int poll_backend_init(struct rs_engine *loop, unsigned entries, unsigned flags)
 {
     (void)entries;
     (void)flags;

@@ -8,7 +8,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../loop_i.h"
 #include "ready_i.h"
 #include "../fault_i.h"
 
@@ -41,7 +40,7 @@ static struct fdent *ent_get(struct ready *r, int fd)
     return &r->fds[fd];
 }
 
-int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p)
+int rs__ready_init(struct rs_engine *loop, const struct rs_poller *p)
 {
     struct ready *r = calloc(1, sizeof *r);
     if (!r)
@@ -58,7 +57,7 @@ int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p)
     return 0;
 }
 
-void rs__ready_fini(struct rs_loop *loop)
+void rs__ready_fini(struct rs_engine *loop)
 {
     struct ready *r = loop->be;
     r->p->fini(r);
@@ -119,7 +118,7 @@ static void unlink_op(struct ready *r, struct rs_op *op)
     op->bstate &= (uint8_t)~(ON_LIST | ON_HEAP);
 }
 
-int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
+int rs__ready_submit(struct rs_engine *loop, struct rs_op *op)
 {
     struct ready *r = loop->be;
     op->heap_idx = RS_HEAP_NONE;
@@ -154,11 +153,11 @@ int rs__ready_submit(struct rs_loop *loop, struct rs_op *op)
         short ev;
         int res = rs__op_try(op, &ev);
         if (res != -EAGAIN || op->deadline == RS_DEADLINE_NOW) {
-            rs__loop_defer(loop, op, res);
+            rs__eng_defer(loop, op, res);
             return 0;
         }
     } else if (op->deadline == RS_DEADLINE_NOW) {
-        rs__loop_defer(loop, op, -EAGAIN);
+        rs__eng_defer(loop, op, -EAGAIN);
         return 0;
     }
     list_append(head, tail, op);
@@ -304,8 +303,9 @@ static int expire(struct ready *r)
     return n;
 }
 
-int rs__ready_wait(struct rs_loop *loop, bool block)
+int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min)
 {
+    (void)min; /* readiness waits return with whatever is ready */
     struct ready *r = loop->be;
     int kicked = 0;
     while (r->nkick) {
@@ -333,7 +333,7 @@ int rs__ready_wait(struct rs_loop *loop, bool block)
     return kicked + (rc > 0 ? rc : 0) + expire(r);
 }
 
-int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op)
+int rs__ready_cancel(struct rs_engine *loop, struct rs_op *op)
 {
     struct ready *r = loop->be;
     if (!(op->bstate & (ON_LIST | ON_HEAP)))
@@ -343,11 +343,11 @@ int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op)
         struct fdent *e = &r->fds[op->fd];
         r->p->update(r, op->fd, e, e->gen);
     }
-    rs__loop_defer(loop, op, op->xfer ? (int)op->xfer : -ECANCELED);
+    rs__eng_defer(loop, op, op->xfer ? (int)op->xfer : -ECANCELED);
     return 0;
 }
 
-void rs__ready_forget_fd(struct rs_loop *loop, int fd)
+void rs__ready_forget_fd(struct rs_engine *loop, int fd)
 {
     struct ready *r = loop->be;
     if (fd < 0 || (size_t)fd >= r->nfds)
@@ -363,7 +363,7 @@ void rs__ready_forget_fd(struct rs_loop *loop, int fd)
             if (op->bstate & ON_HEAP)
                 rs__heap_remove(&r->heap, op);
             op->bstate &= (uint8_t)~ON_HEAP;
-            rs__loop_defer(loop, op, -EBADF);
+            rs__eng_defer(loop, op, -EBADF);
         }
     }
     r->p->forget(r, fd, e);
@@ -371,14 +371,14 @@ void rs__ready_forget_fd(struct rs_loop *loop, int fd)
     e->gen = 0;
 }
 
-int rs__ready_buffers_init(struct rs_loop *loop, unsigned nslots)
+int rs__ready_buffers_init(struct rs_engine *loop, unsigned nslots)
 {
     (void)loop;
     (void)nslots;
     return -EOPNOTSUPP;
 }
 
-int rs__ready_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov)
+int rs__ready_buffer_update(struct rs_engine *loop, unsigned slot, const struct iovec *iov)
 {
     (void)loop;
     (void)slot;

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../timer_i.h"
+#include "heap_i.h"
 #include "backend.h"
 
 struct ready;
@@ -34,7 +34,7 @@ struct rs_poller {
 
 struct ready {
     const struct rs_poller *p;
-    struct rs_loop *loop;
+    struct rs_engine *loop;
     struct fdent *fds;
     size_t nfds;
     struct rs_heap heap;
@@ -46,14 +46,14 @@ struct ready {
     int wakefd;        /* the loop's wake-up eventfd: pollers watch it, level-triggered */
 };
 
-int rs__ready_init(struct rs_loop *loop, const struct rs_poller *p);
-void rs__ready_fini(struct rs_loop *loop);
-int rs__ready_submit(struct rs_loop *loop, struct rs_op *op);
-int rs__ready_wait(struct rs_loop *loop, bool block);
-int rs__ready_cancel(struct rs_loop *loop, struct rs_op *op);
-void rs__ready_forget_fd(struct rs_loop *loop, int fd);
-int rs__ready_buffers_init(struct rs_loop *loop, unsigned nslots);
-int rs__ready_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov);
+int rs__ready_init(struct rs_engine *loop, const struct rs_poller *p);
+void rs__ready_fini(struct rs_engine *loop);
+int rs__ready_submit(struct rs_engine *loop, struct rs_op *op);
+int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min);
+int rs__ready_cancel(struct rs_engine *loop, struct rs_op *op);
+void rs__ready_forget_fd(struct rs_engine *loop, int fd);
+int rs__ready_buffers_init(struct rs_engine *loop, unsigned nslots);
+int rs__ready_buffer_update(struct rs_engine *loop, unsigned slot, const struct iovec *iov);
 /* For pollers: the wake-up eventfd was readable; reset it. */
 void rs__ready_woken(struct ready *r);
 /* For pollers: fd is ready for revents (POLLIN/POLLOUT/POLLERR/POLLHUP bits). */

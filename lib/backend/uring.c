@@ -13,8 +13,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include "ringsock/loop.h"
-#include "../loop_i.h"
+#include "backend.h"
 #include "../fault_i.h"
 
 /* user_data of SQEs whose completions carry no news (link timeouts, cancel requests). */
@@ -161,12 +160,12 @@ struct uring_be {
     uint64_t wakebuf; /* the wake-up read's 8 bytes */
 };
 
-static struct io_uring *ring_of(struct rs_loop *loop) { return &((struct uring_be *)loop->be)->ring; }
+static struct io_uring *ring_of(struct rs_engine *loop) { return &((struct uring_be *)loop->be)->ring; }
 
 static struct io_uring_sqe *get_sqe(struct io_uring *ring);
 
 /* The read of the wake-up eventfd: completes when another thread writes it, ending our wait. */
-static void arm_wake(struct rs_loop *loop)
+static void arm_wake(struct rs_engine *loop)
 {
     struct uring_be *be = loop->be;
     struct io_uring_sqe *sqe = get_sqe(&be->ring);
@@ -183,7 +182,7 @@ static void arm_wake(struct rs_loop *loop)
  * 65536, still at least twice the SQ ring (the kernel wants no less than one). */
 static unsigned cq_size(unsigned entries) { return entries > MAX_CQ / 4 ? MAX_CQ : entries * 4; }
 
-static int uring_init(struct rs_loop *loop, unsigned entries, unsigned flags)
+static int uring_init(struct rs_engine *loop, unsigned entries, unsigned flags)
 {
     int r = rs__uring_probe();
     if (r < 0)
@@ -294,7 +293,7 @@ static int add_gen(struct uring_be *be, unsigned n)
     return 0;
 }
 
-static int setup_buf_ring(struct rs_loop *loop, struct uring_be *be)
+static int setup_buf_ring(struct rs_engine *loop, struct uring_be *be)
 {
     be->bufsz = loop->buf_size;
     /* growth stops at 8x the configured count (32 MiB with the defaults) or 32768 per ring */
@@ -335,7 +334,7 @@ static void recycle(struct uring_be *be, unsigned bid)
 /* A receive ended with -ENOBUFS: grow the buffers if that keeps happening or every buffer of the
  * current ring is kept. Returns true if the receive can be re-armed now, false if it must wait
  * for a kept buffer to come back. */
-static bool on_enobufs(struct rs_loop *loop, struct uring_be *be)
+static bool on_enobufs(struct rs_engine *loop, struct uring_be *be)
 {
     if (be->ngen == 0)
         return true; /* no ring to grow: an ACCEPT's -ENOBUFS (out of memory), or a legacy RECV */
@@ -345,14 +344,14 @@ static bool on_enobufs(struct rs_loop *loop, struct uring_be *be)
         be->enobufs = 0;
         unsigned total = g->first_bid + g->nbufs, n = g->nbufs * 2;
         if (n <= 32768 && total + n <= be->nbufs_max && add_gen(be, n) == 0) {
-            loop->stats.recv_bufs = total + n;
+            loop->stats->recv_bufs = total + n;
             return true;
         }
     }
     return !starved;
 }
 
-static void uring_fini(struct rs_loop *loop)
+static void uring_fini(struct rs_engine *loop)
 {
     struct uring_be *be = loop->be;
     for (unsigned k = 0; k < be->ngen; k++) {
@@ -368,7 +367,7 @@ static void uring_fini(struct rs_loop *loop)
 /* In a fork child: io_uring_queue_exit only unmaps the rings and closes the fd (the ring fd is
  * not registered); the buffer rings are unmapped without unregistering them from the parent's
  * ring. */
-static void uring_abandon(struct rs_loop *loop)
+static void uring_abandon(struct rs_engine *loop)
 {
     struct uring_be *be = loop->be;
     for (unsigned k = 0; k < be->ngen; k++) {
@@ -403,7 +402,7 @@ static unsigned clamp_len(size_t len) { return (unsigned)(len > RS_MAX_IO ? RS_M
 #define ZC_NOTIF 0x2
 
 /* Put op's SQE(s) in the ring: the operation (or its poll), plus a LINK_TIMEOUT for a deadline. */
-static int queue(struct rs_loop *loop, struct rs_op *op)
+static int queue(struct rs_engine *loop, struct rs_op *op)
 {
     struct io_uring *ring = ring_of(loop);
     bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER;
@@ -454,7 +453,7 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
                         io_uring_sqe_set_data64(sqe, UD_IGNORE);
                         return r;
                     }
-                    loop->stats.recv_bufs = loop->buf_count;
+                    loop->stats->recv_bufs = loop->buf_count;
                 }
                 io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->flags);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -473,11 +472,11 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
             io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
             break;
         case RS_OP_READ_FIXED:
-            loop->stats.fixed_buf_ops++;
+            loop->stats->fixed_buf_ops++;
             io_uring_prep_read_fixed(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), 0, op->buf_index);
             break;
         case RS_OP_WRITE_FIXED:
-            loop->stats.fixed_buf_ops++;
+            loop->stats->fixed_buf_ops++;
             io_uring_prep_write_fixed(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), 0, op->buf_index);
             break;
         case RS_OP_SPLICE:
@@ -531,19 +530,19 @@ static int queue(struct rs_loop *loop, struct rs_op *op)
 }
 
 /* Operations io_uring cannot run itself: one non-blocking syscall now, a poll if it would block. */
-static int try_then_poll(struct rs_loop *loop, struct rs_op *op)
+static int try_then_poll(struct rs_engine *loop, struct rs_op *op)
 {
     short ev;
     int res = rs__op_try(op, &ev);
     if (res != -EAGAIN || op->deadline == RS_DEADLINE_NOW) {
-        rs__loop_defer(loop, op, res);
+        rs__eng_defer(loop, op, res);
         return 0;
     }
     op->bstate |= POLLING;
     return queue(loop, op);
 }
 
-static int uring_submit(struct rs_loop *loop, struct rs_op *op)
+static int uring_submit(struct rs_engine *loop, struct rs_op *op)
 {
     if ((op->deadline == RS_DEADLINE_NOW && op->kind != RS_OP_TIMER) || op->kind == RS_OP_SENDFILE) {
         /* Non-blocking mode is one non-blocking syscall on every backend: an SQE would cost the
@@ -555,7 +554,7 @@ static int uring_submit(struct rs_loop *loop, struct rs_op *op)
 
 /* A multishot CQE: deliver it; when the kernel ended the operation, re-arm it unless it ended
  * for good (EOF, an error, a cancel). */
-static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, unsigned flags)
+static void handle_multishot(struct rs_engine *loop, struct rs_op *op, int res, unsigned flags)
 {
     struct uring_be *be = loop->be;
     bool more = flags & IORING_CQE_F_MORE;
@@ -621,7 +620,7 @@ static void handle_multishot(struct rs_loop *loop, struct rs_op *op, int res, un
 }
 
 /* A CQE for op: finish it, or (polling / an unexpected EAGAIN) go round again. */
-static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned flags)
+static bool handle(struct rs_engine *loop, struct rs_op *op, int res, unsigned flags)
 {
     if (op->multishot) {
         handle_multishot(loop, op, res, flags);
@@ -681,13 +680,13 @@ static bool handle(struct rs_loop *loop, struct rs_op *op, int res, unsigned fla
     return true;
 }
 
-static int uring_wait(struct rs_loop *loop, bool block)
+static int uring_wait(struct rs_engine *loop, bool block, unsigned min)
 {
     struct io_uring *ring = ring_of(loop);
     int r;
     do {
         if (block)
-            r = RS_FAULT_WAIT(io_uring_submit_and_wait(ring, loop->wait_min ? loop->wait_min : 1));
+            r = RS_FAULT_WAIT(io_uring_submit_and_wait(ring, min ? min : 1));
         else
             r = io_uring_submit_and_get_events(ring);
     } while (r == -EINTR && block && !io_uring_cq_ready(ring));
@@ -726,13 +725,13 @@ static int uring_wait(struct rs_loop *loop, bool block)
     return n;
 }
 
-static int uring_cancel(struct rs_loop *loop, struct rs_op *op)
+static int uring_cancel(struct rs_engine *loop, struct rs_op *op)
 {
     struct uring_be *be = loop->be;
     for (struct rs_op **pp = &be->starved; *pp; pp = &(*pp)->next) {
         if (*pp == op) { /* waiting for a buffer, not in the kernel */
             *pp = op->next;
-            rs__loop_defer(loop, op, -ECANCELED);
+            rs__eng_defer(loop, op, -ECANCELED);
             return 0;
         }
     }
@@ -747,15 +746,15 @@ static int uring_cancel(struct rs_loop *loop, struct rs_op *op)
     return 0;
 }
 
-static void uring_forget_fd(struct rs_loop *loop, int fd)
+static void uring_forget_fd(struct rs_engine *loop, int fd)
 {
     (void)loop;
     (void)fd;
 }
 
-static unsigned uring_features(struct rs_loop *loop) { return ((struct uring_be *)loop->be)->features; }
+static unsigned uring_features(struct rs_engine *loop) { return ((struct uring_be *)loop->be)->features; }
 
-static int uring_buf_keep(struct rs_loop *loop, const void *data)
+static int uring_buf_keep(struct rs_engine *loop, const void *data)
 {
     struct uring_be *be = loop->be;
     if (!gen_of_ptr(be, data))
@@ -764,7 +763,7 @@ static int uring_buf_keep(struct rs_loop *loop, const void *data)
     return 0;
 }
 
-static void uring_buf_release(struct rs_loop *loop, const void *data)
+static void uring_buf_release(struct rs_engine *loop, const void *data)
 {
     struct uring_be *be = loop->be;
     struct bufgen *g = gen_of_ptr(be, data);
@@ -776,17 +775,17 @@ static void uring_buf_release(struct rs_loop *loop, const void *data)
         struct rs_op *next = op->next;
         op->next = NULL;
         if (queue(loop, op) < 0)
-            rs__loop_defer(loop, op, -EBUSY);
+            rs__eng_defer(loop, op, -EBUSY);
         op = next;
     }
 }
 
-static int uring_buffers_init(struct rs_loop *loop, unsigned nslots)
+static int uring_buffers_init(struct rs_engine *loop, unsigned nslots)
 {
     return io_uring_register_buffers_sparse(ring_of(loop), nslots);
 }
 
-static int uring_buffer_update(struct rs_loop *loop, unsigned slot, const struct iovec *iov)
+static int uring_buffer_update(struct rs_engine *loop, unsigned slot, const struct iovec *iov)
 {
     __u64 tag = 0;
     int r = io_uring_register_buffers_update_tag(ring_of(loop), slot, iov, &tag, 1);
@@ -795,6 +794,7 @@ static int uring_buffer_update(struct rs_loop *loop, unsigned slot, const struct
 
 const struct rs_backend_ops rs__uring_ops = {
     .name = "uring",
+    .chains = true,
     .init = uring_init,
     .fini = uring_fini,
     .abandon = uring_abandon,

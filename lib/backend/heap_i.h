@@ -1,9 +1,9 @@
 /* A binary min-heap of operations by deadline: the readiness backends' timers. */
-#ifndef RS_TIMER_I_H
-#define RS_TIMER_I_H
+#ifndef RS_HEAP_I_H
+#define RS_HEAP_I_H
 
 #include <stddef.h>
-#include "backend/backend.h"
+#include "backend.h"
 
 struct rs_heap {
     struct rs_op **v;

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "timer_i.h"
+#include "heap_i.h"
 
 static void place(struct rs_heap *h, size_t i, struct rs_op *op)
 {
