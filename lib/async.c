@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -919,6 +920,11 @@ struct rs_async {
     int fd; /* eventfd: a counter the kernel keeps, one fd, writes never block */
     uint64_t id;
     atomic_bool pending; /* a wake-up is on its way: further sends need no write */
+    /* rs_async_send calls between their exchange of pending and the end of their write(2): the
+     * close waits for 0, so the fd is never closed (and its number reused) under a send. It is
+     * also the hand-off a thread sanitizer can see: the kernel's eventfd read through io_uring
+     * is not, and without it the close looked unordered with the sender's write. */
+    atomic_uint senders;
     bool armed, closing, in_cb;
     uint64_t val;
     struct rs_op op;
@@ -932,6 +938,10 @@ static void async_arm(struct rs_async *a);
 
 static void async_finish(struct rs_async *a)
 {
+    /* a send that began before the close (the callback that closes may run while another
+     * thread's send is between its exchange and its write) ends within one write(2) */
+    while (atomic_load_explicit(&a->senders, memory_order_acquire))
+        sched_yield();
     rs__loop_forget_fd(a->loop, a->fd);
     close(a->fd);
     if (a->close_cb)
@@ -947,8 +957,10 @@ static void async_op_cb(struct rs_op *op)
         async_finish(a);
         return;
     }
-    /* cleared before the callback: a send from now on writes again, so none is lost */
-    atomic_store(&a->pending, false);
+    /* cleared before the callback: a send from now on writes again, so none is lost. An
+     * exchange, not a store: reading the senders' exchange is what orders what they did before
+     * rs_async_send before the callback (the eventfd read the kernel did is invisible to TSan). */
+    (void)atomic_exchange(&a->pending, false);
     if (op->res > 0) {
         a->in_cb = true;
         a->cb(a, a->user);
@@ -994,6 +1006,7 @@ EXPORT int rs_async_new(rs_async **out, rs_loop *loop, rs_async_cb cb, void *use
     a->cb = cb;
     a->user = user;
     atomic_init(&a->pending, false);
+    atomic_init(&a->senders, 0);
     async_arm(a);
     if (!a->armed) {
         close(a->fd);
@@ -1008,17 +1021,24 @@ EXPORT int rs_async_send(rs_async *a)
 {
     if (!a)
         return -EINVAL;
-    if (atomic_exchange(&a->pending, true))
-        return 0;
-    uint64_t one = 1;
-    for (;;) {
-        if (write(a->fd, &one, sizeof one) == (ssize_t)sizeof one)
-            return 0;
-        if (errno == EAGAIN)
-            return 0; /* the counter is saturated: a wake-up is certainly pending */
-        if (errno != EINTR)
-            return -errno;
+    atomic_fetch_add_explicit(&a->senders, 1, memory_order_relaxed);
+    int r = 0;
+    if (!atomic_exchange(&a->pending, true)) {
+        uint64_t one = 1;
+        for (;;) {
+            if (write(a->fd, &one, sizeof one) == (ssize_t)sizeof one)
+                break;
+            if (errno == EAGAIN)
+                break; /* the counter is saturated: a wake-up is certainly pending */
+            if (errno != EINTR) {
+                r = -errno;
+                break;
+            }
+        }
     }
+    /* release: the write is over before async_finish can see 0 and close the fd */
+    atomic_fetch_sub_explicit(&a->senders, 1, memory_order_release);
+    return r;
 }
 
 EXPORT int rs_async_close(rs_async *a, void (*close_cb)(rs_async *a, void *user), void *user)
