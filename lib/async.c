@@ -19,7 +19,6 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 /* iovecs gathered into one SENDMSG */
 #define SEND_BATCH 64
 /* -EMFILE / -ENFILE: accepting pauses this long, then tries again */
@@ -30,9 +29,9 @@ struct send_req {
     const char *buf;
     size_t len, off;
     size_t report; /* what cb is told on success: len, or a whole rs_conn_sendv's total */
-    int file_fd;    /* >= 0: rs_conn_sendfile, len bytes of file_fd from file_off (buf unused) */
-    bool more;      /* an rs_conn_sendv piece with more pieces after it (cancelled together) */
-    bool shut;      /* rs_conn_shutdown: SHUT_WR once everything before it is sent; report =
+    int file_fd;   /* >= 0: rs_conn_sendfile, len bytes of file_fd from file_off (buf unused) */
+    bool more;     /* an rs_conn_sendv piece with more pieces after it (cancelled together) */
+    bool shut;     /* rs_conn_shutdown: SHUT_WR once everything before it is sent; report =
                        its result */
     int64_t file_off;
     rs_send_cb cb;
@@ -48,7 +47,11 @@ struct send_batch {
 
 /* A conn becomes a listener or a connection at its first accept_start / read_start / send; the
  * two never need each other's state, so it shares memory (a conn is ~2.2 KB -> ~0.6 KB). */
-enum { ROLE_NONE, ROLE_LISTENER, ROLE_STREAM };
+enum {
+    ROLE_NONE,
+    ROLE_LISTENER,
+    ROLE_STREAM
+};
 
 struct rs_conn {
     struct rs_loop *loop;
@@ -85,11 +88,11 @@ struct rs_conn {
 
             struct rs_op snd_op;
             bool snd_armed, in_send_cb;
-            bool zc_off;   /* the socket refused zero-copy (AF_UNIX): plain sends from now on */
+            bool zc_off; /* the socket refused zero-copy (AF_UNIX): plain sends from now on */
             bool req1_busy;
             struct send_req *sq_head, *sq_tail;
             size_t sq_bytes;
-            unsigned sq_inflight; /* requests from sq_head the operation in flight covers */
+            unsigned sq_inflight;               /* requests from sq_head the operation in flight covers */
             struct send_req *cx_head, *cx_tail; /* cancelled, callbacks due from the loop */
             struct rs_op cx_op;
             bool cx_armed;
@@ -133,7 +136,6 @@ static void fail_reqs(struct rs_conn *c, struct send_req *q, ssize_t status)
         q = next;
     }
 }
-
 
 static void conn_op(struct rs_conn *c, struct rs_op *op, int kind, rs_op_cb cb)
 {
@@ -297,8 +299,7 @@ static void accept_cb(struct rs_op *op)
     case -EPERM:
         accept_arm(c); /* this connection is gone; the listener is fine */
         break;
-    default:
-        c->acc_on = false; /* the listener itself is broken: stop */
+    default: c->acc_on = false; /* the listener itself is broken: stop */
     }
 }
 
@@ -743,8 +744,9 @@ EXPORT int rs_conn_send(rs_conn *c, const void *buf, size_t len, rs_send_cb cb, 
         return -EINVAL;
     int r = send_ok(c);
     return r < 0 ? r
-                 : send_one(c, &(struct send_req){ .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb,
-                                                   .user = user });
+                 : send_one(
+                       c, &(struct send_req){
+                              .buf = buf, .len = len, .report = len, .file_fd = -1, .cb = cb, .user = user });
 }
 
 EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_send_cb cb, void *user)
@@ -771,8 +773,13 @@ EXPORT int rs_conn_sendv(rs_conn *c, const struct iovec *iov, int iovcnt, rs_sen
         }
         /* one callback, on the last piece, with the total */
         bool last = i == iovcnt - 1;
-        *q[i] = (struct send_req){ .buf = iov[i].iov_base, .len = iov[i].iov_len, .report = total,
-                                   .file_fd = -1, .more = !last, .cb = last ? cb : NULL, .user = user };
+        *q[i] = (struct send_req){ .buf = iov[i].iov_base,
+                                   .len = iov[i].iov_len,
+                                   .report = total,
+                                   .file_fd = -1,
+                                   .more = !last,
+                                   .cb = last ? cb : NULL,
+                                   .user = user };
     }
     for (int i = 0; i < iovcnt; i++)
         queue_send(c, q[i]);
@@ -795,8 +802,9 @@ EXPORT int rs_conn_sendfile(rs_conn *c, int fd, off_t offset, size_t count, rs_s
             return -EINVAL; /* "to EOF" needs a size; for pipes give a count */
         count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
     }
-    return send_one(c, &(struct send_req){ .len = count, .report = count, .file_fd = fd, .file_off = offset,
-                                           .cb = cb, .user = user });
+    return send_one(
+        c, &(struct send_req){
+               .len = count, .report = count, .file_fd = fd, .file_off = offset, .cb = cb, .user = user });
 }
 
 static void cancelled_cb(struct rs_op *op)
@@ -873,10 +881,7 @@ EXPORT size_t rs_conn_send_pending(const rs_conn *c) { return c && c->role == RO
 
 /* ---- close ---- */
 
-static void close_cb_op(struct rs_op *op)
-{
-    op_done(op->data);
-}
+static void close_cb_op(struct rs_op *op) { op_done(op->data); }
 
 EXPORT int rs_conn_close(rs_conn *c, rs_close_cb cb, void *user)
 {

@@ -94,4 +94,3 @@ void rs__buf_put(struct rs_buf *b)
     b->mem = NULL;
     b->index = -1;
 }
-

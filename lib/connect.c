@@ -23,7 +23,6 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 /* More addresses than this are ignored: a name with hundreds of A records (gh-106283) must not
  * make the call unbounded even without a deadline. */
 #define MAX_ADDRS 64
@@ -52,7 +51,7 @@ struct he {
     struct rs_connect_opts opts;
     double timeout, delay;
     int64_t deadline;
-    int64_t t0; /* when the call began: the report's times count from it */
+    int64_t t0;        /* when the call began: the report's times count from it */
     struct attempt *a; /* n of them: the caller's stack (blocking, few addresses) or a_owned */
     bool a_owned;
     size_t n, next, inflight;
@@ -62,7 +61,7 @@ struct he {
     bool timer_armed, timer_fired, deadline_hit, finishing, done;
     int64_t last_start;
     struct attempt *winner;
-    int result;          /* 0 with fd, or the error */
+    int result; /* 0 with fd, or the error */
     int fd;
     void (*finish)(struct he *h);
     /* async only */
@@ -114,7 +113,9 @@ static int source_for(struct he *h, int family, const struct sockaddr **sa, sock
 {
     struct source *s = &h->src[family == AF_INET6];
     if (!s->family) {
-        struct addrinfo hints = { .ai_family = family, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
+        struct addrinfo hints = { .ai_family = family,
+                                  .ai_socktype = SOCK_STREAM,
+                                  .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
         struct addrinfo *res = NULL;
         int e = h->opts.source_port && rs__port_out_of_range(h->opts.source_port)
                     ? EAI_SERVICE
@@ -205,7 +206,8 @@ static void start(struct he *h, struct attempt *a)
     a->op.kind = RS_OP_CONNECT;
     a->op.fd = a->fd;
     a->op.fdgen = rs__fdgen_next(); /* the fd number and this memory are reused across calls */
-    a->op.deadline = h->timeout == 0 ? RS_DEADLINE_NOW : min64(rs__deadline_from_timeout(h->timeout), h->deadline);
+    a->op.deadline =
+        h->timeout == 0 ? RS_DEADLINE_NOW : min64(rs__deadline_from_timeout(h->timeout), h->deadline);
     a->op.u.connect.sa = (const struct sockaddr *)&a->sa;
     a->op.u.connect.len = a->salen;
     a->op.cb = attempt_cb;
@@ -282,7 +284,8 @@ static void step(struct he *h)
 static bool usable(const struct addrinfo *ai)
 {
     return (ai->ai_family == AF_INET || ai->ai_family == AF_INET6) && ai->ai_addr &&
-           (!ai->ai_socktype || ai->ai_socktype == SOCK_STREAM) && ai->ai_addrlen <= sizeof(struct sockaddr_storage);
+           (!ai->ai_socktype || ai->ai_socktype == SOCK_STREAM) &&
+           ai->ai_addrlen <= sizeof(struct sockaddr_storage);
 }
 
 /* How many attempts list makes (order() takes the same ones). */
@@ -352,8 +355,8 @@ static int he_init(struct he *h, struct rs_loop *loop, const struct rs_connect_o
     h->timeout = timeout;
     h->delay = opts->happy_eyeballs_delay;
     h->deadline = opts->deadline == RS_TIMEOUT_NONE ? RS_DEADLINE_NONE
-                  : opts->deadline == 0           ? rs__now()
-                                                   : rs__deadline_from_timeout(opts->deadline);
+                  : opts->deadline == 0             ? rs__now()
+                                                    : rs__deadline_from_timeout(opts->deadline);
     h->last_err = -EADDRNOTAVAIL; /* an empty list (Python: "getaddrinfo returns an empty list") */
     h->fd = -1;
     h->pipefd[0] = h->pipefd[1] = -1;
@@ -408,7 +411,8 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
         while (!h->done)
             if (rs_loop_run(loop, RS_RUN_ONCE) < 0)
                 rs__loop_backoff(&ms); /* the attempts' timers still end it */
-        r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout) : h->result;
+        r = h->result == 0 ? rs__sock_wrap(out, h->fd, h->winner->family, SOCK_STREAM, h->timeout)
+                           : h->result;
     }
     if (h->a_owned)
         free(h->a);
@@ -575,8 +579,8 @@ static void wake_cb(struct rs_op *op)
     resolved(h);
 }
 
-EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port, const struct rs_connect_opts *opts,
-                           rs_connect_cb cb, void *user)
+EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port,
+                           const struct rs_connect_opts *opts, rs_connect_cb cb, void *user)
 {
     if (!loop || !cb || !host || !port || !*host || !*port)
         return -EINVAL;

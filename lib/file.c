@@ -17,7 +17,6 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 /* 64 KiB: best of 8/16/64/256 KiB in bench/readline (docs/performance.md); 8 KiB (Python's
  * io.DEFAULT_BUFFER_SIZE) costs eight receives where one would do on a busy connection. */
 #define DEFAULT_BUFSIZE (64 * 1024)

@@ -17,7 +17,6 @@
 #include "fault_i.h"
 #include "export_i.h"
 
-
 EXPORT const char *rs_backend_name(int backend)
 {
     switch (backend) {
@@ -156,7 +155,8 @@ EXPORT int rs_loop_new(rs_loop **out, const struct rs_loop_opts *opts)
     while (r < 0 && probing && backend != RS_BACKEND_POLL) {
         /* AUTO's probe said yes but this ring was refused (a seccomp filter installed after the
          * probe, a memlock limit): take the next backend instead of failing */
-        backend = backend == RS_BACKEND_URING && ops_of(RS_BACKEND_EPOLL) ? RS_BACKEND_EPOLL : RS_BACKEND_POLL;
+        backend =
+            backend == RS_BACKEND_URING && ops_of(RS_BACKEND_EPOLL) ? RS_BACKEND_EPOLL : RS_BACKEND_POLL;
         loop->ops = ops = ops_of(backend);
         loop->backend = backend;
         r = ops->init(&loop->eng, opts->entries ? opts->entries : 256, opts->flags);
@@ -284,7 +284,10 @@ static void after_fork_child(void)
 static void tls_init(void) { pthread_key_create(&tls_key, thread_exit); }
 
 /* At load, not at first use: a socket's call records carry the fork generation from the start. */
-__attribute__((constructor)) static void lib_init(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
+__attribute__((constructor)) static void lib_init(void)
+{
+    pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+}
 
 /* The main thread never runs pthread key destructors: free its loop when the library unloads
  * or the process exits, so that every fd is closed (valgrind --track-fds). */
@@ -293,7 +296,6 @@ __attribute__((destructor)) static void lib_exit(void)
     if (tls_loop)
         loop_release(tls_loop);
 }
-
 
 EXPORT int rs_loop_default(rs_loop **out)
 {
@@ -515,7 +517,8 @@ static int drain_deferred(struct rs_loop *loop)
  * may still block if they did not finish what the caller waits for (`until`: a blocking call's
  * op; NULL for rs_loop_run(DEFAULT), which waits for whatever comes): a send that completed
  * inside its submit must not cost an extra non-blocking epoll_wait per message. */
-static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const struct rs_op *until, unsigned min)
+static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const struct rs_op *until,
+                unsigned min)
 {
     int n = drain_deferred(loop);
     if (!loop->pending)

@@ -23,24 +23,24 @@ struct rs_loop_res {
 struct rs_loop {
     struct rs_engine eng; /* first: what the backend sees (backend.h); the engine casts back */
     const struct rs_backend_ops *ops;
-    int backend;       /* enum rs_backend */
+    int backend; /* enum rs_backend */
     bool stop;
-    size_t pending;    /* submitted, not yet completed */
+    size_t pending; /* submitted, not yet completed */
     /* operations that finished during submit; completed from the loop so that no callback
      * runs inside the call that submitted it */
     struct rs_op *deferred_head, *deferred_tail;
     struct rs_loop_stats stats;
     struct rs_loop_res res[RS_LOOP_RES_MAX];
-    uint64_t id;                /* unique per loop ever made: buffers name their loop by it */
-    unsigned zc_threshold;        /* bytes from which completion-API sends go zero-copy */
+    uint64_t id;           /* unique per loop ever made: buffers name their loop by it */
+    unsigned zc_threshold; /* bytes from which completion-API sends go zero-copy */
     /* The blocking call running on this loop's thread may be asked to end from another thread
      * (rs_close): it sets *abort, then wakes the loop. NULL outside such a call. */
     const atomic_bool *abort;
-    unsigned ndeferred;    /* length of the deferred list */
-    unsigned sigpipe_ops;  /* operations in flight that can raise SIGPIPE (no MSG_NOSIGNAL) */
-    bool dead;             /* inherited through fork(): only rs_loop_free may touch it */
-    bool thread_default;   /* a thread's default loop (freed with the thread) */
-    unsigned kept;         /* provided buffers lent past their delivery (rs_conn_read_keep) */
+    unsigned ndeferred;                  /* length of the deferred list */
+    unsigned sigpipe_ops;                /* operations in flight that can raise SIGPIPE (no MSG_NOSIGNAL) */
+    bool dead;                           /* inherited through fork(): only rs_loop_free may touch it */
+    bool thread_default;                 /* a thread's default loop (freed with the thread) */
+    unsigned kept;                       /* provided buffers lent past their delivery (rs_conn_read_keep) */
     struct rs_loop *reg_prev, *reg_next; /* every live loop of the process (fork handling) */
 };
 
@@ -75,7 +75,10 @@ int rs__loop_buf_keep(struct rs_loop *loop, const void *data);
 void rs__loop_buf_release(struct rs_loop *loop, const void *data);
 /* Bumped in every child of fork(): state recorded under an older value belongs to the parent. */
 extern _Atomic unsigned rs__forkgen_v;
-static inline unsigned rs__forkgen(void) { return atomic_load_explicit(&rs__forkgen_v, memory_order_relaxed); }
+static inline unsigned rs__forkgen(void)
+{
+    return atomic_load_explicit(&rs__forkgen_v, memory_order_relaxed);
+}
 /* op finished without the kernel: complete it on the next loop turn. */
 void rs__loop_defer(struct rs_loop *loop, struct rs_op *op, int res);
 /* One blocking turn that returns after at least min completions (a linked chain of that many

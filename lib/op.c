@@ -204,12 +204,11 @@ again:
             return -EAGAIN;
         }
         return neg_errno();
-    case RS_OP_ACCEPT:
-        r = accept4(op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
-        break;
+    case RS_OP_ACCEPT: r = accept4(op->fd, op->u.accept.sa, op->u.accept.len, op->flags); break;
     case RS_OP_SEND:
         *events = POLLOUT;
-        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO), op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+        r = send(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO),
+                 op->flags | MSG_DONTWAIT | MSG_NOSIGNAL);
         break;
     case RS_OP_RECV:
         if ((op->flags & MSG_WAITALL) && op->deadline != RS_DEADLINE_NOW)
@@ -238,8 +237,8 @@ again:
         int64_t *oi = op->u.splice.off_in >= 0 ? &op->u.splice.off_in : NULL;
         int64_t *oo = op->u.splice.off_out >= 0 ? &op->u.splice.off_out : NULL;
         /* splice advances the offsets it is given: the op's copy tracks progress */
-        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo, min_size(op->u.splice.len, RS_MAX_IO),
-                   op->u.splice.flags | SPLICE_F_NONBLOCK);
+        r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo,
+                   min_size(op->u.splice.len, RS_MAX_IO), op->u.splice.flags | SPLICE_F_NONBLOCK);
         break;
     }
     case RS_OP_SENDFILE: {
@@ -250,9 +249,7 @@ again:
             op->u.splice.off_in = off;
         break;
     }
-    case RS_OP_READ:
-        r = read(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO));
-        break;
+    case RS_OP_READ: r = read(op->fd, op->u.io.buf, min_size(op->u.io.len, RS_MAX_IO)); break;
     case RS_OP_POLL: {
         struct pollfd p = { .fd = op->fd, .events = (short)op->flags };
         *events = (op->flags & POLLOUT) ? POLLOUT : POLLIN;
@@ -263,11 +260,8 @@ again:
             return p.revents;
         break;
     }
-    case RS_OP_TIMER:
-        *events = 0;
-        return -EAGAIN;
-    default:
-        return -EINVAL;
+    case RS_OP_TIMER: *events = 0; return -EAGAIN;
+    default: return -EINVAL;
     }
     RS_FAULT_LABEL(fault_out)
     if (r >= 0) /* every length above was capped at RS_MAX_IO (recvmsg/sendmsg: by the kernel) */
@@ -286,16 +280,9 @@ void rs__op_try_events(const struct rs_op *op, short *events)
     case RS_OP_SEND:
     case RS_OP_SENDMSG:
     case RS_OP_WRITE_FIXED:
-    case RS_OP_SENDFILE:
-        *events = POLLOUT;
-        break;
-    case RS_OP_SPLICE:
-        *events = op->u.splice.fd_out == op->fd ? POLLOUT : POLLIN;
-        break;
-    case RS_OP_POLL:
-        *events = (op->flags & POLLOUT) ? POLLOUT : POLLIN;
-        break;
-    default:
-        *events = POLLIN;
+    case RS_OP_SENDFILE: *events = POLLOUT; break;
+    case RS_OP_SPLICE: *events = op->u.splice.fd_out == op->fd ? POLLOUT : POLLIN; break;
+    case RS_OP_POLL: *events = (op->flags & POLLOUT) ? POLLOUT : POLLIN; break;
+    default: *events = POLLIN;
     }
 }

@@ -24,7 +24,6 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 /* F_SETPIPE_SZ asks for 1 MiB (the default /proc/sys/fs/pipe-max-size): one SPLICE pair then moves
  * up to 1 MiB. Refused (EPERM above pipe-max-size, or a user past pipe-user-pages-soft) we keep
  * what pipe2 gave. */

@@ -18,16 +18,15 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 struct worker {
     struct rs_serve *sv;
     int index;
     pthread_t thread;
     bool started;
-    rs_socket *sock;   /* handed to the worker, which turns it into its listener */
+    rs_socket *sock; /* handed to the worker, which turns it into its listener */
     rs_loop *loop;
     rs_conn *listener;
-    rs_async *wake;    /* rs_serve_stop's signal to the worker */
+    rs_async *wake; /* rs_serve_stop's signal to the worker */
     bool stopping;
     int error;
 };
@@ -39,7 +38,7 @@ struct rs_serve {
     struct worker *w;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int ready;         /* workers that finished starting (well or not) */
+    int ready; /* workers that finished starting (well or not) */
 };
 
 static void wake_cb(rs_async *a, void *user)
@@ -190,7 +189,7 @@ EXPORT int rs_serve_start(rs_serve **out, const struct rs_serve_opts *opts)
             socklen_t len = sizeof ss;
             r = rs_getsockname(w->sock, &ss, &len);
             sv->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                                 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+                                                : ntohs(((struct sockaddr_in *)&ss)->sin_port);
             snprintf(port, sizeof port, "%d", sv->port);
             p = port;
         }

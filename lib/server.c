@@ -11,13 +11,13 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 static int set_int(int fd, int level, int name, int v)
 {
     return setsockopt(fd, level, name, &v, sizeof v) < 0 ? -errno : 0;
 }
 
-EXPORT int rs_create_server(rs_socket **out, const char *host, const char *port, const struct rs_server_opts *opts)
+EXPORT int rs_create_server(rs_socket **out, const char *host, const char *port,
+                            const struct rs_server_opts *opts)
 {
     static const struct rs_server_opts defaults = RS_SERVER_OPTS_INIT;
     if (!out)
@@ -29,7 +29,8 @@ EXPORT int rs_create_server(rs_socket **out, const char *host, const char *port,
         return -EAFNOSUPPORT;
     if (opts->dualstack_ipv6 && opts->family != AF_INET6)
         return -EINVAL;
-    struct addrinfo hints = { .ai_family = opts->family, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = { .ai_family = opts->family,
+                              .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST };
     if (host && !*host)
         host = NULL;

@@ -18,13 +18,9 @@
 #include "socket_i.h"
 #include "export_i.h"
 
-
 static _Atomic double default_timeout = RS_TIMEOUT_NONE;
 
-static bool timeout_valid(double t)
-{
-    return t == RS_TIMEOUT_NONE || (t >= 0 && isfinite(t));
-}
+static bool timeout_valid(double t) { return t == RS_TIMEOUT_NONE || (t >= 0 && isfinite(t)); }
 
 EXPORT void rs_setdefaulttimeout(double seconds)
 {
@@ -83,7 +79,10 @@ static void locks_give(void)
 }
 
 /* fork(): no other thread is inside a socket lock when the child's copy is taken. */
-__attribute__((constructor)) static void locks_at_fork(void) { pthread_atfork(locks_take, locks_give, locks_give); }
+__attribute__((constructor)) static void locks_at_fork(void)
+{
+    pthread_atfork(locks_take, locks_give, locks_give);
+}
 
 int rs__sock_wrap(rs_socket **out, int fd, int family, int type, double timeout)
 {
@@ -254,7 +253,10 @@ EXPORT int rs_settimeout(rs_socket *s, double seconds)
 
 EXPORT double rs_gettimeout(const rs_socket *s) { return s ? rs__sock_timeout(s) : NAN; }
 
-int64_t rs__sock_deadline(const struct rs_socket *s) { return rs__deadline_from_timeout(rs__sock_timeout(s)); }
+int64_t rs__sock_deadline(const struct rs_socket *s)
+{
+    return rs__deadline_from_timeout(rs__sock_timeout(s));
+}
 
 void rs__sock_op(struct rs_op *op, const struct rs_socket *s, int kind, int64_t deadline)
 {
@@ -326,7 +328,6 @@ EXPORT int rs_accept(rs_socket *s, rs_socket **conn, struct sockaddr_storage *pe
      * timeout; otherwise they get the default timeout. */
     return rs__sock_wrap(conn, fd, family, type, rs_getdefaulttimeout());
 }
-
 
 static ssize_t io_op(rs_socket *s, int kind, void *buf, size_t len, int flags, int64_t deadline)
 {

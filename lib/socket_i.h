@@ -14,23 +14,23 @@
 struct rs_call {
     struct rs_call *prev, *next;
     struct rs_loop *loop;
-    atomic_bool abort;          /* set by rs_close, read by the engine (rs__loop_aborted) */
-    unsigned forkgen;           /* rs__forkgen() at entry: in a fork child the call is the parent's */
-    const atomic_bool *outer;   /* the loop's abort flag of an enclosing call, restored at leave */
+    atomic_bool abort;        /* set by rs_close, read by the engine (rs__loop_aborted) */
+    unsigned forkgen;         /* rs__forkgen() at entry: in a fork child the call is the parent's */
+    const atomic_bool *outer; /* the loop's abort flag of an enclosing call, restored at leave */
 };
 
 /* The ownership rule: the object lives while anything holds a reference (the caller's handle
  * until rs_close, each call in progress, each open rs_makefile file); the last drop closes the
  * fd and frees it. */
 struct rs_socket {
-    int fd;              /* valid until the last reference goes */
-    atomic_bool closed;  /* rs_close was called: new calls get -EBADF */
-    atomic_uint refs;    /* the owner's, plus one per call in progress and per open file */
+    int fd;                /* valid until the last reference goes */
+    atomic_bool closed;    /* rs_close was called: new calls get -EBADF */
+    atomic_uint refs;      /* the owner's, plus one per call in progress and per open file */
     struct rs_call *calls; /* calls in progress (under the socket's lock) */
     int family;
     int type;
     _Atomic double timeout; /* RS_TIMEOUT_NONE, 0, or seconds; any thread may set it */
-    uint64_t id;     /* unique per socket: readiness backends key registrations on it */
+    uint64_t id;            /* unique per socket: readiness backends key registrations on it */
 };
 
 /* Wrap an open fd (closed on failure) in a new socket object. */

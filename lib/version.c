@@ -3,6 +3,5 @@
 #include "ringsock/version.h"
 #include "export_i.h"
 
-
 EXPORT unsigned rs_version(void) { return RS_VERSION_HEX; }
 EXPORT const char *rs_version_string(void) { return RS_VERSION_STRING; }

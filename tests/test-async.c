@@ -151,25 +151,25 @@ static void guard_end(struct guard *g, rs_loop *l)
 #define RUN_CAP 20000000L
 
 /* Run loop l until cond holds or secs have passed; ok (a bool lvalue) says which. */
-#define RUN_WAIT(l, cond, secs, ok)                                                               \
-    do {                                                                                          \
-        struct guard g_;                                                                          \
-        guard_start(&g_, (l), (secs));                                                            \
-        long n_ = 0;                                                                              \
-        int r_ = 0;                                                                               \
+#define RUN_WAIT(l, cond, secs, ok)                                                                 \
+    do {                                                                                            \
+        struct guard g_;                                                                            \
+        guard_start(&g_, (l), (secs));                                                              \
+        long n_ = 0;                                                                                \
+        int r_ = 0;                                                                                 \
         while (!(cond) && !g_.fired && n_++ < RUN_CAP && (r_ = rs_loop_run((l), RS_RUN_ONCE)) >= 0) \
-            ;                                                                                     \
-        (ok) = (cond);                                                                            \
-        guard_end(&g_, (l));                                                                      \
-        ck_assert_msg(r_ >= 0, "rs_loop_run: %s", rs_err_name(r_));                               \
+            ;                                                                                       \
+        (ok) = (cond);                                                                              \
+        guard_end(&g_, (l));                                                                        \
+        ck_assert_msg(r_ >= 0, "rs_loop_run: %s", rs_err_name(r_));                                 \
     } while (0)
 
 /* Run loop l until cond holds; fail if it does not within secs. */
-#define RUN_UNTIL(l, cond, secs)                                                       \
-    do {                                                                               \
-        bool ok__;                                                                     \
-        RUN_WAIT(l, cond, secs, ok__);                                                 \
-        ck_assert_msg(ok__, "still false after %.1f s: %s", (double)(secs), #cond);    \
+#define RUN_UNTIL(l, cond, secs)                                                    \
+    do {                                                                            \
+        bool ok__;                                                                  \
+        RUN_WAIT(l, cond, secs, ok__);                                              \
+        ck_assert_msg(ok__, "still false after %.1f s: %s", (double)(secs), #cond); \
     } while (0)
 
 /* Run loop l for secs. */
@@ -649,7 +649,8 @@ static int echo_clients(void *arg)
     for (int i = 0; i < n; i++) {
         echo_plan(&seed, &st[i].total, &st[i].off);
         pf[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (pf[i].fd < 0 || (connect(pf[i].fd, (struct sockaddr *)&ea->a, ea->len) < 0 && errno != EINPROGRESS)) {
+        if (pf[i].fd < 0 ||
+            (connect(pf[i].fd, (struct sockaddr *)&ea->a, ea->len) < 0 && errno != EINPROGRESS)) {
             fprintf(stderr, "echo client %d: connect: %s\n", i, strerror(errno));
             return 11;
         }
@@ -911,7 +912,8 @@ START_TEST(features_say_what_was_granted)
         ck_assert_msg(f & RS_FEAT_CQ_NODROP, "features %#x", f);
         ck_assert_msg(f & RS_FEAT_LINK_TIMEOUT, "features %#x", f);
         ck_assert_msg(!(f & RS_FEAT_SQPOLL), "features %#x", f);
-        ck_assert_msg(!!(f & RS_FEAT_MULTISHOT_RECV) == want_ms && !!(f & RS_FEAT_MULTISHOT_ACCEPT) == want_ms,
+        ck_assert_msg(!!(f & RS_FEAT_MULTISHOT_RECV) == want_ms &&
+                          !!(f & RS_FEAT_MULTISHOT_ACCEPT) == want_ms,
                       "features %#x, legacy %s", f, legacy ? legacy : "unset");
     }
     loop_free(l);
@@ -1021,8 +1023,8 @@ END_TEST
 #define CLOSE_CHUNK (16 * 1024)
 
 struct closing {
-    int seq;                       /* callbacks so far, of any kind */
-    int calls[CLOSE_SENDS];        /* per send */
+    int seq;                /* callbacks so far, of any kind */
+    int calls[CLOSE_SENDS]; /* per send */
     ssize_t status[CLOSE_SENDS];
     int seq_of[CLOSE_SENDS];
     int close_seq, closes;
@@ -1267,7 +1269,8 @@ START_TEST(read_stop_in_callback_loses_nothing)
     ck_assert_msg(s.errors == 0, "read callback error %s", rs_err_name(s.first_err));
     ck_assert_msg(ok && s.bad == 0,
                   "read_stop in the callback after %zu bytes, read_start later: %zu of %zu bytes arrived, %s",
-                  at_stop, s.got, total, s.bad ? "then wrong ones (some were lost)" : "then nothing (the rest was lost)");
+                  at_stop, s.got, total,
+                  s.bad ? "then wrong ones (some were lost)" : "then nothing (the rest was lost)");
     ck_assert_uint_eq(s.got, total);
     close_and_wait(l, c);
     close(cfd);
@@ -1289,7 +1292,8 @@ START_TEST(read_stop_start_same_turn)
     ASSERT_ERR(rs_conn_read_start(c, rds_read, &s), 0);
     send_pat(cfd, 100, 100);
     RUN_UNTIL(l, s.got >= 200 || s.errors, 5);
-    ck_assert_msg(s.errors == 0, "read callback got %s after read_stop + read_start", rs_err_name(s.first_err));
+    ck_assert_msg(s.errors == 0, "read callback got %s after read_stop + read_start",
+                  rs_err_name(s.first_err));
     ck_assert_int_eq(s.bad, 0);
     ck_assert_uint_eq(s.got, 200);
     close_and_wait(l, c);
@@ -1439,7 +1443,8 @@ START_TEST(backpressure_pauses_reading)
     rs_loop *l = loop_new(0, 0, 0);
     int cfd;
     /* small socket buffers, so that the kernel holds little and the test is about our queue */
-    rs_conn *c = pair(l, &cfd, (struct bufs){ .srv_snd = 65536, .srv_rcv = 65536, .cli_snd = 65536, .cli_rcv = 65536 });
+    rs_conn *c = pair(
+        l, &cfd, (struct bufs){ .srv_snd = 65536, .srv_rcv = 65536, .cli_snd = 65536, .cli_rcv = 65536 });
     struct echo e = { 0 };
     echo_attach(&e, c);
     static struct bp b;
@@ -1449,17 +1454,19 @@ START_TEST(backpressure_pauses_reading)
 
     RUN_UNTIL(l, atomic_load(&b.phase) == 1, 15);
     ck_assert_msg(!b.fail, "peer: %s", b.why);
-    ck_assert_msg(b.sent_at_stall < BP_TOTAL, "the peer sent all %u bytes to a server whose echoes nobody reads", BP_TOTAL);
+    ck_assert_msg(b.sent_at_stall < BP_TOTAL,
+                  "the peer sent all %u bytes to a server whose echoes nobody reads", BP_TOTAL);
     size_t bound = 2 * (size_t)RS_CONN_SEND_HIGH + 65536;
     /* reading paused above RS_CONN_SEND_HIGH and resumes only at half of it */
-    ck_assert_msg(e.max_pending > RS_CONN_SEND_HIGH, "peer stalled with at most %zu bytes pending", e.max_pending);
+    ck_assert_msg(e.max_pending > RS_CONN_SEND_HIGH, "peer stalled with at most %zu bytes pending",
+                  e.max_pending);
     ck_assert_msg(rs_conn_send_pending(c) > RS_CONN_SEND_HIGH / 2, "peer stalled with only %zu bytes pending",
                   rs_conn_send_pending(c));
     ck_assert_msg(e.max_pending <= bound, "send_pending reached %zu (bound %zu)", e.max_pending, bound);
     size_t rx = e.rx;
     run_for(l, 0.3);
-    ck_assert_msg(e.rx == rx, "the server read %zu more bytes while its sends were %zu bytes behind", e.rx - rx,
-                  rs_conn_send_pending(c));
+    ck_assert_msg(e.rx == rx, "the server read %zu more bytes while its sends were %zu bytes behind",
+                  e.rx - rx, rs_conn_send_pending(c));
 
     atomic_store(&b.phase, 2); /* the peer reads: everything flows again */
     RUN_UNTIL(l, atomic_load(&b.phase) == 3 && e.closed == 1, 25);
@@ -1492,11 +1499,11 @@ static void tm_cb(rs_timer *t, int status, void *user)
 }
 
 /* Run l until cond or `secs` passed, with no timer of our own (these tests are about timers). */
-#define SPIN_UNTIL(l, cond, secs)                                                    \
-    do {                                                                             \
-        double end_ = t_now() + (secs);                                              \
-        for (long n_ = 0; !(cond) && t_now() < end_ && n_ < RUN_CAP; n_++)           \
-            ck_assert_int_ge(rs_loop_run((l), RS_RUN_NOWAIT), 0);                    \
+#define SPIN_UNTIL(l, cond, secs)                                                     \
+    do {                                                                              \
+        double end_ = t_now() + (secs);                                               \
+        for (long n_ = 0; !(cond) && t_now() < end_ && n_ < RUN_CAP; n_++)            \
+            ck_assert_int_ge(rs_loop_run((l), RS_RUN_NOWAIT), 0);                     \
         ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond); \
     } while (0)
 
@@ -1512,8 +1519,8 @@ START_TEST(timer_fires)
         ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
     ck_assert_int_eq(s.calls, 1);
     ck_assert_int_eq(s.status, 0);
-    ck_assert_msg(s.at - t0 >= 0.1 - 0.001 && s.at - t0 <= 0.1 + t_slack(), "a 0.1 s timer fired after %.3f s",
-                  s.at - t0);
+    ck_assert_msg(s.at - t0 >= 0.1 - 0.001 && s.at - t0 <= 0.1 + t_slack(),
+                  "a 0.1 s timer fired after %.3f s", s.at - t0);
     ck_assert_uint_eq(rs_loop_pending(l), 0);
     ck_assert_int_eq(rs_loop_run(l, RS_RUN_DEFAULT), 0); /* nothing left */
     ck_assert_int_eq(s.calls, 1);
@@ -1531,7 +1538,7 @@ START_TEST(timer_stop_gives_ECANCELED)
     ck_assert_int_ge(rs_loop_run(l, RS_RUN_NOWAIT), 0);
     double t0 = t_now();
     ASSERT_ERR(rs_timer_stop(s.t), 0);
-    ck_assert_int_eq(s.calls, 0); /* never inside rs_timer_stop */
+    ck_assert_int_eq(s.calls, 0);           /* never inside rs_timer_stop */
     ASSERT_ERR(rs_timer_free(s.t), -EBUSY); /* running until its callback */
     SPIN_UNTIL(l, s.calls == 1, 2);
     ck_assert_msg(t_now() - t0 < 0.5, "the cancel took %.3f s", t_now() - t0);
@@ -1610,7 +1617,7 @@ START_TEST(timer_start_busy_is_EBUSY)
     run_for(l, 0.05);
     ck_assert_int_eq(s.calls, 1);
     ck_assert_int_eq(s.status, 0);
-    ck_assert_int_eq(other.calls, 0); /* a refused start never calls back */
+    ck_assert_int_eq(other.calls, 0);                 /* a refused start never calls back */
     ASSERT_ERR(rs_timer_start(s.t, 0, tm_cb, &s), 0); /* idle again: may start */
     SPIN_UNTIL(l, s.calls == 2, 1);
     ASSERT_ERR(rs_timer_free(s.t), 0);
@@ -1774,7 +1781,8 @@ START_TEST(emfile_does_not_spin)
     ck_assert_int_gt(s.emfile, 0);
     ck_assert_msg(cpu < 0.2, "%.3f s of CPU in %.3f s with a full fd table (%d EMFILE callbacks)", cpu, wall,
                   emfile_calls);
-    ck_assert_msg(emfile_calls <= 50, "%d EMFILE callbacks in %.3f s: accept is not backing off", emfile_calls, wall);
+    ck_assert_msg(emfile_calls <= 50, "%d EMFILE callbacks in %.3f s: accept is not backing off",
+                  emfile_calls, wall);
 
     /* fds are free again: the waiting connections are accepted */
     RUN_UNTIL(l, s.closed == EMFILE_CLIENTS, 5);
@@ -1913,7 +1921,9 @@ START_TEST(cq_overflow_no_lost_completion)
     int ready[2], go[2];
     ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
     ck_assert_int_eq(pipe2(go, O_CLOEXEC), 0);
-    struct flood f = { .n = CQ_CONNS, .bytes = s.expect, .piece = 65536, .ready_fd = ready[1], .go_fd = go[0] };
+    struct flood f = {
+        .n = CQ_CONNS, .bytes = s.expect, .piece = 65536, .ready_fd = ready[1], .go_fd = go[0]
+    };
     int lfd = listen_fd(256, 0, &f.a, &f.len);
     struct child ch;
     spawn(&ch, flood_clients, &f, lfd);
@@ -2031,7 +2041,8 @@ START_TEST(bad_input)
     ck_assert_int_ge(fd, 0);
     ASSERT_ERR(rs_conn_open(&c, NULL, fd), -EINVAL);
     errno = 0;
-    ck_assert_msg(fcntl(fd, F_GETFD) < 0 && errno == EBADF, "rs_conn_open took the fd but did not close it on error");
+    ck_assert_msg(fcntl(fd, F_GETFD) < 0 && errno == EBADF,
+                  "rs_conn_open took the fd but did not close it on error");
     rs_socket *sock;
     ck_assert_int_eq(rs_socket_open(&sock, AF_INET, SOCK_STREAM, 0), 0);
     ASSERT_ERR(rs_conn_from_socket(NULL, l, sock), -EINVAL);
@@ -2324,7 +2335,8 @@ static void serve_connect_from(int cpu, int port, int n)
         CPU_SET(cpu, &set);
         ck_assert_int_eq(pthread_setaffinity_np(pthread_self(), sizeof set, &set), 0);
     }
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = { .sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     for (int i = 0; i < n; i++) {
         int fd = dial((struct sockaddr_storage *)&a, sizeof a, 0, 0);

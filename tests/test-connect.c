@@ -131,8 +131,8 @@ static rs_socket *accept_from(rs_socket *l, rs_socket *c)
     ASSERT_ERR(r, 0);
     ck_assert_int_eq(rs_getsockname(c, &local, &ll), 0);
     char a[64], b[64];
-    ck_assert_msg(t_same_addr(&peer, &local), "accepted %s, but the client is %s", addr_str(&peer, a, sizeof a),
-                  addr_str(&local, b, sizeof b));
+    ck_assert_msg(t_same_addr(&peer, &local), "accepted %s, but the client is %s",
+                  addr_str(&peer, a, sizeof a), addr_str(&local, b, sizeof b));
     return conn;
 }
 
@@ -624,8 +624,8 @@ static void second_wins_after_delay(int bh_family)
      * and the loser ended (cancelled) no earlier than the winner connected */
     ck_assert_msg(rep.attempt[0].start < 0.05, "first start %.3f", rep.attempt[0].start);
     ASSERT_BETWEEN(rep.attempt[1].start, 0.09, 0.6);
-    ck_assert_msg(rep.attempt[0].end >= rep.attempt[1].end, "loser ended %.3f, winner %.3f", rep.attempt[0].end,
-                  rep.attempt[1].end);
+    ck_assert_msg(rep.attempt[0].end >= rep.attempt[1].end, "loser ended %.3f, winner %.3f",
+                  rep.attempt[0].end, rep.attempt[1].end);
     ck_assert(rs_gettimeout(c) == 2.0);
     rs_socket *conn = accept_from(l, c);
     ping(c, conn);

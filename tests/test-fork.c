@@ -158,15 +158,15 @@ static void tick_end(struct tick *k, rs_loop *l)
 }
 
 /* Run l until cond holds; fail if it does not within secs. */
-#define RUN_UNTIL(l, cond, secs)                                                          \
-    do {                                                                                  \
-        struct tick k_;                                                                   \
-        tick_start(&k_, (l));                                                             \
-        double end_ = t_now() + (secs);                                                   \
-        for (long n_ = 0; !(cond) && t_now() < end_ && n_ < 1000000; n_++)                \
-            ck_assert_int_ge(rs_loop_run((l), RS_RUN_ONCE), 0);                           \
-        tick_end(&k_, (l));                                                               \
-        ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond);     \
+#define RUN_UNTIL(l, cond, secs)                                                      \
+    do {                                                                              \
+        struct tick k_;                                                               \
+        tick_start(&k_, (l));                                                         \
+        double end_ = t_now() + (secs);                                               \
+        for (long n_ = 0; !(cond) && t_now() < end_ && n_ < 1000000; n_++)            \
+            ck_assert_int_ge(rs_loop_run((l), RS_RUN_ONCE), 0);                       \
+        tick_end(&k_, (l));                                                           \
+        ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond); \
     } while (0)
 
 /* ---- a receiving conn ------------------------------------------------------------------------- */
@@ -232,8 +232,8 @@ static void stream_through(rs_loop *l, int peer, struct rx *r, size_t len, uint3
     struct tick k;
     tick_start(&k, l);
     double end = t_now() + 10;
-    for (long n = 0; (sent < len || r->n - start < len) && !r->errors && !r->eof && t_now() < end && n < 1000000;
-         n++) {
+    for (long n = 0;
+         (sent < len || r->n - start < len) && !r->errors && !r->eof && t_now() < end && n < 1000000; n++) {
         if (sent < len) {
             ssize_t w = send(peer, buf + sent, len - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (w > 0)
@@ -244,10 +244,11 @@ static void stream_through(rs_loop *l, int peer, struct rx *r, size_t len, uint3
         ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
     }
     tick_end(&k, l);
-    ck_assert_msg(!r->errors, "%s: read callback got %s after %zu of %zu bytes", what, rs_err_name(r->last_err),
-                  r->n - start, len);
+    ck_assert_msg(!r->errors, "%s: read callback got %s after %zu of %zu bytes", what,
+                  rs_err_name(r->last_err), r->n - start, len);
     ck_assert_msg(!r->eof, "%s: read callback got EOF after %zu of %zu bytes", what, r->n - start, len);
-    ck_assert_msg(r->n - start == len, "%s: %zu of %zu bytes arrived (%zu sent)", what, r->n - start, len, sent);
+    ck_assert_msg(r->n - start == len, "%s: %zu of %zu bytes arrived (%zu sent)", what, r->n - start, len,
+                  sent);
     ck_assert_msg(r->sum == want, "%s: the bytes differ", what);
     free(buf);
 }
@@ -329,10 +330,11 @@ START_TEST(child_close_leaves_parent_connection)
         snprintf(parent, sizeof parent, "returned %zd", atomic_load(&bl.res));
     else
         snprintf(parent, sizeof parent, "is still blocked (ok)");
-    ck_assert_msg(!early && r < 0 && e == EAGAIN,
-                  "%s: after the child's rs_close the parent's blocked rs_recv %s; the peer's recv got %zd (%s), "
-                  "want EAGAIN (child: %s)",
-                  kind_name[_i], parent, r, r < 0 ? strerror(e) : "EOF or data", child);
+    ck_assert_msg(
+        !early && r < 0 && e == EAGAIN,
+        "%s: after the child's rs_close the parent's blocked rs_recv %s; the peer's recv got %zd (%s), "
+        "want EAGAIN (child: %s)",
+        kind_name[_i], parent, r, r < 0 ? strerror(e) : "EOF or data", child);
     peer_send(rs_socket_fd(b), "hello", 5);
     for (int i = 0; i < 1000 && !atomic_load(&bl.done); i++)
         t_sleep(0.005);
@@ -381,8 +383,8 @@ static int use_child(void *arg)
     t_fill_pattern(fbulk, sizeof fbulk, 12);
     if (rs_sendall(u->a, bulk, sizeof bulk, 0) != (ssize_t)sizeof bulk)
         bits |= 4;
-    if (rs_file_write(u->f, "line\n", 5) != 5 || rs_file_write(u->f, fbulk, sizeof fbulk) != (ssize_t)sizeof fbulk ||
-        rs_file_flush(u->f) != 0)
+    if (rs_file_write(u->f, "line\n", 5) != 5 ||
+        rs_file_write(u->f, fbulk, sizeof fbulk) != (ssize_t)sizeof fbulk || rs_file_flush(u->f) != 0)
         bits |= 8;
     if (rs_file_readline(u->f, buf, sizeof buf) != 5 || memcmp(buf, "ping\n", 5) != 0)
         bits |= 16;
@@ -576,11 +578,15 @@ END_TEST
 
 /* ---- provided-buffer rings survive a child ---------------------------------------------------- */
 
-enum { V_USER_FREE, V_USER_EXIT, V_DEFAULT_EXIT, V_DEFAULT_UNDERSCORE_EXIT, V_COUNT };
-static const char *const vname[V_COUNT] = {
-    "user loop, child rs_loop_free", "user loop, child exit()", "default loop, child exit()",
-    "default loop, child _exit()"
+enum {
+    V_USER_FREE,
+    V_USER_EXIT,
+    V_DEFAULT_EXIT,
+    V_DEFAULT_UNDERSCORE_EXIT,
+    V_COUNT
 };
+static const char *const vname[V_COUNT] = { "user loop, child rs_loop_free", "user loop, child exit()",
+                                            "default loop, child exit()", "default loop, child _exit()" };
 
 static const char *const ring_bits[] = { "rs_loop_free of the inherited loop did not return 0" };
 

@@ -285,7 +285,8 @@ START_TEST(connect_reports_connections_per_s)
     t_sleep(0.3);
     server_stop(&s, so);
     double acc = json_num(so->out, "accepted"), made = json_num(o->out, "connections");
-    ck_assert_msg(acc > 0 && acc <= made + 4, "server accepted %.0f, client made %.0f: %s", acc, made, so->out);
+    ck_assert_msg(acc > 0 && acc <= made + 4, "server accepted %.0f, client made %.0f: %s", acc, made,
+                  so->out);
     free(o);
     free(so);
 }

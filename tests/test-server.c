@@ -106,7 +106,8 @@ START_TEST(port_above_65535_refused)
     rs_socket *s = NULL;
     ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "99999", NULL), RS_EAI(EAI_SERVICE));
     ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "65536", NULL), RS_EAI(EAI_SERVICE));
-    ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "000000000000000000000099999", NULL), RS_EAI(EAI_SERVICE));
+    ck_assert_int_eq(rs_create_server(&s, "127.0.0.1", "000000000000000000000099999", NULL),
+                     RS_EAI(EAI_SERVICE));
     ck_assert_ptr_null(s);
     ck_assert_int_eq(rs_create_connection(&s, "127.0.0.1", "99999", NULL), RS_EAI(EAI_SERVICE));
     ck_assert_int_eq(rs_create_connection(&s, "::1", "70000", NULL), RS_EAI(EAI_SERVICE));

@@ -30,11 +30,15 @@
 #define BIG_FILE (9 * MIB)
 #define SMALL_FILE (64 * KIB)
 
-#define EXPECT_PIPE(r, what)                                                                        \
-    ck_assert_msg((r) == -EPIPE || (r) == -ECONNRESET, "%s: got %lld (%s), want EPIPE/ECONNRESET", \
-                  (what), (long long)(r), rs_err_name((int)(r)))
+#define EXPECT_PIPE(r, what)                                                                               \
+    ck_assert_msg((r) == -EPIPE || (r) == -ECONNRESET, "%s: got %lld (%s), want EPIPE/ECONNRESET", (what), \
+                  (long long)(r), rs_err_name((int)(r)))
 
-enum { K_TCP, K_UNIX, K_COUNT };
+enum {
+    K_TCP,
+    K_UNIX,
+    K_COUNT
+};
 static const char *const kind_name[K_COUNT] = { "tcp", "unix" };
 
 static char tmpdir[64];
@@ -225,12 +229,12 @@ START_TEST(blocking_send_paths)
     struct sigstate st;
     snap(&st);
     char what[256];
-#define STEP(call)                                                                \
-    do {                                                                          \
+#define STEP(call)                                                                         \
+    do {                                                                                   \
         snprintf(what, sizeof what, "%s timeout %g: %s", kind_name[kind], timeout, #call); \
-        ssize_t r_ = (call);                                                      \
-        EXPECT_PIPE(r_, what);                                                    \
-        same_state(&st, what);                                                    \
+        ssize_t r_ = (call);                                                               \
+        EXPECT_PIPE(r_, what);                                                             \
+        same_state(&st, what);                                                             \
     } while (0)
     static char big[256 * KIB];
     STEP(rs_send(s, "hello", 5, 0));
@@ -352,8 +356,8 @@ enum {
     C_SHUTDOWN_THEN_SEND,
     C_COUNT
 };
-static const char *const cname[C_COUNT] = { "send",     "send 1 MiB",         "sendv",
-                                            "3 sends",  "sendfile 64 KiB",    "sendfile 9 MiB",
+static const char *const cname[C_COUNT] = { "send",          "send 1 MiB",      "sendv",
+                                            "3 sends",       "sendfile 64 KiB", "sendfile 9 MiB",
                                             "send+shutdown", "shutdown+send" };
 
 /* One completion-API send path on a conn whose peer is gone; every callback's status is checked. */
@@ -426,10 +430,7 @@ static void conn_case(int kind, int which, bool blocked_pending)
 }
 
 /* _i: kind x C_*. */
-START_TEST(completion_send_paths)
-{
-    conn_case(_i / C_COUNT, _i % C_COUNT, false);
-}
+START_TEST(completion_send_paths) { conn_case(_i / C_COUNT, _i % C_COUNT, false); }
 END_TEST
 
 /* ---- a caller that blocks SIGPIPE itself ------------------------------------------------------ */
@@ -447,9 +448,15 @@ enum {
     B_CONN_SENDFILE,
     B_COUNT
 };
-static const char *const bname[B_COUNT] = { "rs_send",          "rs_sendall",          "rs_sendmsg",
-                                            "rs_sendfile",      "rs_sendfile splice",  "rs_sendfile readsend",
-                                            "makefile 40 KiB flush", "makefile 10 B flush", "rs_conn_send",
+static const char *const bname[B_COUNT] = { "rs_send",
+                                            "rs_sendall",
+                                            "rs_sendmsg",
+                                            "rs_sendfile",
+                                            "rs_sendfile splice",
+                                            "rs_sendfile readsend",
+                                            "makefile 40 KiB flush",
+                                            "makefile 10 B flush",
+                                            "rs_conn_send",
                                             "rs_conn_sendfile" };
 
 /* One blocking path of B_* on a broken socket of kind; returns its result. */
@@ -462,7 +469,9 @@ static ssize_t blocking_path(int kind, int which)
     static char data[40 * KIB];
     if (which == B_SENDFILE || which == B_SENDFILE_SPLICE || which == B_SENDFILE_READSEND) {
         ck_assert_int_eq(setenv("RINGSOCK_SENDFILE",
-                                which == B_SENDFILE ? "sendfile" : which == B_SENDFILE_SPLICE ? "splice" : "readsend",
+                                which == B_SENDFILE          ? "sendfile"
+                                : which == B_SENDFILE_SPLICE ? "splice"
+                                                             : "readsend",
                                 1),
                          0);
         fd = make_file("src", SMALL_FILE);
@@ -522,18 +531,12 @@ static void blocked_case(int kind, int which, bool pending)
 
 /* SIGPIPE blocked by the caller and one pending (raised by the caller before the call): after the
  * library met EPIPE it is still blocked and still pending. _i: kind x B_*. */
-START_TEST(caller_blocked_pending_is_kept)
-{
-    blocked_case(_i / B_COUNT, _i % B_COUNT, true);
-}
+START_TEST(caller_blocked_pending_is_kept) { blocked_case(_i / B_COUNT, _i % B_COUNT, true); }
 END_TEST
 
 /* SIGPIPE blocked by the caller, none pending: after the library met EPIPE none is pending either
  * (one left there would kill the caller when it unblocks SIGPIPE). _i: kind x B_*. */
-START_TEST(caller_blocked_none_left_pending)
-{
-    blocked_case(_i / B_COUNT, _i % B_COUNT, false);
-}
+START_TEST(caller_blocked_none_left_pending) { blocked_case(_i / B_COUNT, _i % B_COUNT, false); }
 END_TEST
 
 /* ---- suite ------------------------------------------------------------------------------------ */

@@ -69,19 +69,35 @@ struct rs_op {
     int flags;      /* send/recv flags; accept4 flags */
     int res;        /* result: >= 0 or -errno */
     int64_t deadline;
-    size_t xfer;    /* readiness backends: bytes already received for MSG_WAITALL */
+    size_t xfer; /* readiness backends: bytes already received for MSG_WAITALL */
     union {
-        struct { void *buf; size_t len; } io;
-        struct { const struct sockaddr *sa; socklen_t len; } connect;
-        struct { struct sockaddr *sa; socklen_t *len; } accept;
+        struct {
+            void *buf;
+            size_t len;
+        } io;
+        struct {
+            const struct sockaddr *sa;
+            socklen_t len;
+        } connect;
+        struct {
+            struct sockaddr *sa;
+            socklen_t *len;
+        } accept;
         struct msghdr *msg;
-        struct { int fd_in; int64_t off_in; int fd_out; int64_t off_out; size_t len; unsigned flags; } splice;
+        struct {
+            int fd_in;
+            int64_t off_in;
+            int fd_out;
+            int64_t off_out;
+            size_t len;
+            unsigned flags;
+        } splice;
     } u;
     uint16_t buf_index; /* READ_FIXED / WRITE_FIXED: slot in the loop's registered table */
     const void *mdata;  /* multishot RECV: the bytes of the current delivery (borrowed) */
-    int64_t bts[2];  /* backend scratch: io_uring keeps the timeout's timespec here */
-    rs_op_cb cb;     /* NULL for blocking calls, which poll op->done */
-    void *data;      /* for cb */
+    int64_t bts[2];     /* backend scratch: io_uring keeps the timeout's timespec here */
+    rs_op_cb cb;        /* NULL for blocking calls, which poll op->done */
+    void *data;         /* for cb */
     /* backend-private links (readiness wait lists and the timer heap) */
     struct rs_op *next;
     size_t heap_idx;
@@ -93,32 +109,32 @@ struct rs_backend_ops {
     /* Ops linked with op->link run as one chain inside the kernel, and SPLICE goes to kernel
      * workers (io_uring): what sendfile.c's splice path is built for. */
     bool chains;
-    int  (*init)(struct rs_engine *loop, unsigned entries, unsigned flags);
+    int (*init)(struct rs_engine *loop, unsigned entries, unsigned flags);
     void (*fini)(struct rs_engine *loop);
     /* In a child of fork(): close the kernel objects and unmap the memory the loop inherited,
      * without a single call that would act on the parent's (no unregister, no epoll_ctl). */
     void (*abandon)(struct rs_engine *loop);
     /* Start op. Returns 0 (op->cb / op->done follow exactly once) or -errno (never completes).
      * May complete the op before returning if it finishes at once. */
-    int  (*submit)(struct rs_engine *loop, struct rs_op *op);
+    int (*submit)(struct rs_engine *loop, struct rs_op *op);
     /* Flush submissions and handle completions; wait for at least one (at least min, when the
      * caller knows that many will come: io_uring then runs a linked chain's task work without a
      * trip to user space per link) unless !block. Returns the number handled or -errno. -EINTR
      * is retried inside. */
-    int  (*wait)(struct rs_engine *loop, bool block, unsigned min);
+    int (*wait)(struct rs_engine *loop, bool block, unsigned min);
     /* Ask for op to end with -ECANCELED (or its real result if it raced). */
-    int  (*cancel)(struct rs_engine *loop, struct rs_op *op);
+    int (*cancel)(struct rs_engine *loop, struct rs_op *op);
     /* The fd is being closed by its owner: forget any registration of it. */
     void (*forget_fd)(struct rs_engine *loop, int fd);
     /* Registered buffers: make a table of nslots empty slots, then fill or empty one slot (an
      * iovec with NULL base). -EOPNOTSUPP where the backend has none (readiness backends): the
      * buffer pool then hands out plain memory and the socket layer plain operations. */
-    int  (*buffers_init)(struct rs_engine *loop, unsigned nslots);
-    int  (*buffer_update)(struct rs_engine *loop, unsigned slot, const struct iovec *iov);
+    int (*buffers_init)(struct rs_engine *loop, unsigned nslots);
+    int (*buffer_update)(struct rs_engine *loop, unsigned slot, const struct iovec *iov);
     /* Multishot receive buffers lent past a delivery (rs_conn_read_keep); NULL where deliveries
      * are not the backend's to lend (readiness backends: the caller copies). buf_keep is called
      * inside the delivery of data: 0, and data is not reused until buf_release; or -errno. */
-    int  (*buf_keep)(struct rs_engine *loop, const void *data);
+    int (*buf_keep)(struct rs_engine *loop, const void *data);
     void (*buf_release)(struct rs_engine *loop, const void *data);
     /* RS_FEAT_* the backend was granted (NULL: none) */
     unsigned (*features)(struct rs_engine *loop);

@@ -10,7 +10,7 @@ struct rs_heap {
     size_t len, cap;
 };
 
-int rs__heap_push(struct rs_heap *h, struct rs_op *op);   /* 0 or -ENOMEM */
+int rs__heap_push(struct rs_heap *h, struct rs_op *op);    /* 0 or -ENOMEM */
 void rs__heap_remove(struct rs_heap *h, struct rs_op *op); /* op must be in h */
 static inline struct rs_op *rs__heap_top(const struct rs_heap *h) { return h->len ? h->v[0] : NULL; }
 void rs__heap_free(struct rs_heap *h);

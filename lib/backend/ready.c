@@ -115,7 +115,7 @@ static void unlink_op(struct ready *r, struct rs_op *op)
     }
     if (op->bstate & ON_HEAP)
         rs__heap_remove(&r->heap, op);
-    op->bstate &= (uint8_t)~(ON_LIST | ON_HEAP);
+    op->bstate &= (uint8_t) ~(ON_LIST | ON_HEAP);
 }
 
 int rs__ready_submit(struct rs_engine *loop, struct rs_op *op)
@@ -137,7 +137,8 @@ int rs__ready_submit(struct rs_engine *loop, struct rs_op *op)
         /* Not tried here (a delivery would run a callback inside the submitting call): the fd
          * is tried on the next turn instead. An edge-triggered poller would not report data
          * that was already waiting. */
-        if (op->kind == RS_OP_RECV && !op->u.io.buf && !r->scratch && !(r->scratch = malloc(RS_READY_RECV_BUF)))
+        if (op->kind == RS_OP_RECV && !op->u.io.buf && !r->scratch &&
+            !(r->scratch = malloc(RS_READY_RECV_BUF)))
             return -ENOMEM;
         if (r->nkick == r->kick_cap) {
             size_t cap = r->kick_cap ? r->kick_cap * 2 : 16;

@@ -14,9 +14,9 @@ struct ready;
 /* Per-fd waiters: operations waiting to read (accept, recv) and to write (connect, send). */
 struct fdent {
     struct rs_op *rhead, *rtail, *whead, *wtail;
-    uint64_t gen;    /* fdgen the poller registration belongs to */
+    uint64_t gen; /* fdgen the poller registration belongs to */
     bool registered;
-    uint32_t slot;   /* poll backend: index in its pollfd array */
+    uint32_t slot; /* poll backend: index in its pollfd array */
 };
 
 /* How a readiness backend learns about fds: the only part epoll and poll do differently. */
@@ -41,7 +41,7 @@ struct ready {
     void *pstate; /* the poller's own state */
     int *kick;    /* fds to try on the next turn without waiting for an event */
     size_t nkick, kick_cap;
-    char *scratch; /* multishot receives read here; the callback borrows it */
+    char *scratch;     /* multishot receives read here; the callback borrows it */
     bool scratch_busy; /* a delivery from scratch is in progress (a callback may run the loop) */
     int wakefd;        /* the loop's wake-up eventfd: pollers watch it, level-triggered */
 };

@@ -22,10 +22,10 @@
 #define UD_WAKE 1
 
 static const int needed_ops[] = {
-    IORING_OP_CONNECT, IORING_OP_ACCEPT, IORING_OP_SEND, IORING_OP_RECV, IORING_OP_SENDMSG,
-    IORING_OP_RECVMSG, IORING_OP_TIMEOUT, IORING_OP_LINK_TIMEOUT, IORING_OP_ASYNC_CANCEL,
-    IORING_OP_POLL_ADD, IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IORING_OP_SPLICE,
-    IORING_OP_PROVIDE_BUFFERS, IORING_OP_READ,
+    IORING_OP_CONNECT,      IORING_OP_ACCEPT,          IORING_OP_SEND,       IORING_OP_RECV,
+    IORING_OP_SENDMSG,      IORING_OP_RECVMSG,         IORING_OP_TIMEOUT,    IORING_OP_LINK_TIMEOUT,
+    IORING_OP_ASYNC_CANCEL, IORING_OP_POLL_ADD,        IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED,
+    IORING_OP_SPLICE,       IORING_OP_PROVIDE_BUFFERS, IORING_OP_READ,
 };
 
 /* The probe's answer once it is definitive; until then every caller probes again. A failure
@@ -275,7 +275,9 @@ static int add_gen(struct uring_be *be, unsigned n)
         munmap(br, g->br_bytes);
         return -ENOMEM;
     }
-    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br, .ring_entries = n, .bgid = (__u16)be->ngen };
+    struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)br,
+                                    .ring_entries = n,
+                                    .bgid = (__u16)be->ngen };
     int r = io_uring_register_buf_ring(&be->ring, &reg, 0);
     if (r < 0) {
         munmap(br, g->br_bytes);
@@ -286,8 +288,8 @@ static int add_gen(struct uring_be *be, unsigned n)
     io_uring_buf_ring_init(g->br);
     int mask = io_uring_buf_ring_mask(n);
     for (unsigned i = 0; i < n; i++)
-        io_uring_buf_ring_add(g->br, g->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)(first + i), mask,
-                              (int)i);
+        io_uring_buf_ring_add(g->br, g->bufs + (size_t)i * be->bufsz, be->bufsz, (unsigned short)(first + i),
+                              mask, (int)i);
     io_uring_buf_ring_advance(g->br, (int)n);
     be->ngen++;
     return 0;
@@ -418,9 +420,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)ev);
     } else {
         switch (op->kind) {
-        case RS_OP_CONNECT:
-            io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len);
-            break;
+        case RS_OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len); break;
         case RS_OP_ACCEPT:
             if (op->multishot && ((struct uring_be *)loop->be)->ms_accept)
                 io_uring_prep_multishot_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
@@ -429,9 +429,11 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
             break;
         case RS_OP_SEND:
             if (op->zc && ((struct uring_be *)loop->be)->has_zc)
-                io_uring_prep_send_zc(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL, 0);
+                io_uring_prep_send_zc(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len),
+                                      op->flags | MSG_NOSIGNAL, 0);
             else
-                io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), op->flags | MSG_NOSIGNAL);
+                io_uring_prep_send(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len),
+                                   op->flags | MSG_NOSIGNAL);
             break;
         case RS_OP_RECV:
             if (op->multishot && !((struct uring_be *)loop->be)->ms_recv) {
@@ -468,9 +470,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
             else
                 io_uring_prep_sendmsg(sqe, op->fd, op->u.msg, (unsigned)(op->flags | MSG_NOSIGNAL));
             break;
-        case RS_OP_RECVMSG:
-            io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags);
-            break;
+        case RS_OP_RECVMSG: io_uring_prep_recvmsg(sqe, op->fd, op->u.msg, (unsigned)op->flags); break;
         case RS_OP_READ_FIXED:
             loop->stats->fixed_buf_ops++;
             io_uring_prep_read_fixed(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), 0, op->buf_index);
@@ -486,9 +486,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
         case RS_OP_READ:
             io_uring_prep_read(sqe, op->fd, op->u.io.buf, clamp_len(op->u.io.len), (__u64)-1);
             break;
-        case RS_OP_POLL:
-            io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->flags);
-            break;
+        case RS_OP_POLL: io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->flags); break;
         case RS_OP_TIMER:
             ts->tv_sec = op->deadline / 1000000000;
             ts->tv_nsec = op->deadline % 1000000000;
@@ -704,7 +702,8 @@ static int uring_wait(struct rs_engine *loop, bool block, unsigned min)
         uint64_t ud = UD_IGNORE;
         int res = 0;
         unsigned flags = 0;
-        io_uring_for_each_cqe(ring, head, cqe) {
+        io_uring_for_each_cqe(ring, head, cqe)
+        {
             ud = cqe->user_data;
             res = cqe->res;
             flags = cqe->flags;

@@ -68,7 +68,8 @@ bool t_netns_hosts(const char *text)
     size_t len = strlen(text);
     ssize_t w = write(fd, text, len);
     close(fd);
-    int r = w == (ssize_t)len && chmod(path, 0644) == 0 ? mount(path, "/etc/hosts", "none", MS_BIND, NULL) : -1;
+    int r =
+        w == (ssize_t)len && chmod(path, 0644) == 0 ? mount(path, "/etc/hosts", "none", MS_BIND, NULL) : -1;
     int e = errno;
     unlink(path); /* the mount keeps the file alive */
     ck_assert_msg(r == 0, "bind-mounting %s over /etc/hosts: %s", path, strerror(e));

@@ -180,9 +180,10 @@ bool t_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage
     if (a->ss_family != b->ss_family || t_port(a) != t_port(b))
         return false;
     if (a->ss_family == AF_INET6)
-        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &((const struct sockaddr_in6 *)b)->sin6_addr,
-                      sizeof(struct in6_addr)) == 0;
-    return ((const struct sockaddr_in *)a)->sin_addr.s_addr == ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+        return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                      &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
 }
 
 rs_socket *t_bound(int family, int type, struct sockaddr_storage *addr, socklen_t *len)
