@@ -27,10 +27,6 @@
 
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 /* ---- data: every stream is a slice of one pseudo-random pattern (wrapping) ------------------- */
 
 #define PAT_LEN (1u << 21) /* > the largest single send below (1.5 MiB) */

@@ -24,10 +24,6 @@
 
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 /* ---- data: every stream is a slice of one pseudo-random pattern ------------------------------- */
 
 #define PAT_LEN (2u << 20) /* > any stream below: no wrapping to think about */

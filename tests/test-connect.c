@@ -18,10 +18,6 @@
 #include "pypeer.h"
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 #define ASSERT_BETWEEN(x, lo, hi)                                                                            \
     ck_assert_msg((x) >= (lo) && (x) <= (hi), "%s = %.3f, want %.3f .. %.3f", #x, (double)(x), (double)(lo), \
                   (double)(hi))

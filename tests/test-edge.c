@@ -25,10 +25,6 @@
 
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 /* The kernel's per-call transfer limit (MAX_RW_COUNT). */
 #define MAX_IO 0x7ffff000
 

@@ -26,10 +26,6 @@
 #include "t.h"
 #include "fault_i.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 static const char *spec_now;
 
 static void faults(const char *spec)

@@ -19,10 +19,6 @@
 
 #define PEER_WAIT 15.0
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 /* A write to a reset connection must come back as -EPIPE/-ECONNRESET, never kill the process:
  * make sure SIGPIPE has its default (fatal) action, whatever the test runner inherited. */
 static void sigpipe_default(void) { signal(SIGPIPE, SIG_DFL); }

@@ -30,10 +30,6 @@
 
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 /* ---- how a callback runs the loop again ------------------------------------------------------- */
 
 enum nest {

@@ -16,10 +16,6 @@
 #include "pypeer.h"
 #include "t.h"
 
-#define ASSERT_ERR(r, want)                                                                       \
-    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
-                  rs_err_name(want))
-
 static const char *host_of(const struct sockaddr_storage *a, char buf[INET6_ADDRSTRLEN])
 {
     if (a->ss_family == AF_INET6)

@@ -82,6 +82,11 @@ double t_slack(void);
  * 98.4 ms (twice in ~50 loaded runs, never reproduced in isolation). */
 #define T_EARLY 0.005
 
+/* Assert that a call returned want (a ringsock result or -errno), naming both on failure. */
+#define ASSERT_ERR(r, want)                                                                       \
+    ck_assert_msg((r) == (want), "%s: got %d (%s), want %s", #r, (int)(r), rs_err_name((int)(r)), \
+                  rs_err_name(want))
+
 /* Assert that a call started at t0 took between lo and lo + t_slack() seconds. */
 #define t_assert_took(t0, lo, what)                                                       \
     do {                                                                                  \
