@@ -7,8 +7,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -21,23 +19,10 @@
 #include "ringsock/loop.h"
 #include "ringsock/socket.h"
 #include "bufpool_i.h"
+#include "pipepool_i.h"
 #include "socket_i.h"
 #include "export_i.h"
 
-/* F_SETPIPE_SZ asks for 1 MiB (the default /proc/sys/fs/pipe-max-size): one SPLICE pair then moves
- * up to 1 MiB. Refused (EPERM above pipe-max-size, or a user past pipe-user-pages-soft) we keep
- * what pipe2 gave. */
-#define PIPE_WANT (1u << 20)
-/* A user past pipe-user-pages-soft gets 2-page pipes: splicing 8 KiB at a time loses to
- * sendfile(2), which needs no pipe of ours. Below this capacity we use sendfile(2) instead. */
-#define PIPE_MIN (64u << 10)
-/* Pool pipes alive in the process (2 fds and up to 1 MiB of pipe buffer each). One pipe per
- * concurrent transfer would meet pipe-user-pages-soft (64 MiB per user) near 64 transfers of 1 MiB
- * pipes; past this cap transfers use sendfile(2), so there is no cliff. */
-#define PIPES_MAX 64
-/* Idle pipes a loop keeps for its next transfers: a blocking call needs one at a time, and an idle
- * pipe a thread keeps is one another thread cannot have. */
-#define POOL_IDLE 1
 /* file->pipe->socket pairs per submission: in a raw-liburing prototype (1 GiB, 1 MiB pipe) 1, 4
  * and 16 pairs moved about as fast, and 4 needed about half the io_uring_enter calls of 1. */
 #define BATCH_PAIRS 4
@@ -63,19 +48,18 @@ enum path {
     PATH_READSEND
 };
 
-struct pipe_ent {
-    int rd, wr;
-    size_t cap;
-};
+/* Per loop: the counters rs_sendfile_stats reports (a loop resource, freed with the loop). */
+static const char stats_key = 's';
 
-/* Per loop: the idle pipes and the counters (a loop resource, freed with the loop). */
-struct rs_pipepool {
-    struct pipe_ent idle[POOL_IDLE];
-    unsigned nidle;
-    struct rs_sendfile_stats stats;
-};
-
-static _Atomic int pipes_alive;
+static struct rs_sendfile_stats *stats_of(struct rs_loop *loop)
+{
+    struct rs_sendfile_stats *st = rs__loop_res(loop, &stats_key);
+    if (!st && (st = calloc(1, sizeof *st)) && rs__loop_res_attach(loop, &stats_key, st, free) < 0) {
+        free(st);
+        st = NULL;
+    }
+    return st;
+}
 
 /* One rs_sendfile call. */
 struct xfer {
@@ -88,73 +72,6 @@ struct xfer {
     uint64_t sent; /* bytes the socket accepted: the only bytes ever counted */
     bool eof;
 };
-
-static const char pool_key = 'p'; /* this file's per-loop resource */
-
-static void pool_free(void *v)
-{
-    struct rs_pipepool *pp = v;
-    for (unsigned i = 0; i < pp->nidle; i++) {
-        close(pp->idle[i].rd);
-        close(pp->idle[i].wr);
-        atomic_fetch_sub(&pipes_alive, 1);
-    }
-    free(pp);
-}
-
-static struct rs_pipepool *pool_of(struct rs_loop *loop)
-{
-    struct rs_pipepool *pp = rs__loop_res(loop, &pool_key);
-    if (!pp && (pp = calloc(1, sizeof *pp)) && rs__loop_res_attach(loop, &pool_key, pp, pool_free) < 0) {
-        free(pp);
-        pp = NULL;
-    }
-    return pp;
-}
-
-/* An empty pipe from the loop's pool, or a new one; false when the process cap is reached or the
- * kernel gives too small a pipe. */
-static bool pipe_get(struct rs_pipepool *pp, struct pipe_ent *p)
-{
-    if (pp->nidle) {
-        *p = pp->idle[--pp->nidle];
-        return true;
-    }
-    if (atomic_fetch_add(&pipes_alive, 1) >= PIPES_MAX) {
-        atomic_fetch_sub(&pipes_alive, 1);
-        return false;
-    }
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) < 0) {
-        atomic_fetch_sub(&pipes_alive, 1);
-        return false;
-    }
-    int cap = fcntl(fds[1], F_SETPIPE_SZ, (int)PIPE_WANT);
-    if (cap < 0)
-        cap = fcntl(fds[1], F_GETPIPE_SZ);
-    if (cap < (int)PIPE_MIN) {
-        close(fds[0]);
-        close(fds[1]);
-        atomic_fetch_sub(&pipes_alive, 1);
-        return false;
-    }
-    pp->stats.pipes_made++;
-    *p = (struct pipe_ent){ .rd = fds[0], .wr = fds[1], .cap = (size_t)cap };
-    return true;
-}
-
-/* Give p back; a pipe that still holds bytes (an error mid-transfer) is closed, which discards
- * them: they were never counted as sent. */
-static void pipe_put(struct rs_pipepool *pp, struct pipe_ent *p, bool empty)
-{
-    if (empty && pp->nidle < POOL_IDLE) {
-        pp->idle[pp->nidle++] = *p;
-        return;
-    }
-    close(p->rd);
-    close(p->wr);
-    atomic_fetch_sub(&pipes_alive, 1);
-}
 
 static bool refused(int err) { return err == -EINVAL || err == -ENOSYS || err == -EOPNOTSUPP; }
 
@@ -170,7 +87,7 @@ static int64_t timeout_ns(const struct rs_socket *s)
 
 /* ---- splice: file -> pipe -> socket ------------------------------------------------------- */
 
-static void op_fill(struct xfer *x, struct rs_op *op, const struct pipe_ent *p, int64_t off, size_t len)
+static void op_fill(struct xfer *x, struct rs_op *op, const struct rs_pipe *p, int64_t off, size_t len)
 {
     /* file -> pipe never waits for the peer: no deadline (a slow disk is not a socket timeout,
      * as with sendfile(2)), and no LINK_TIMEOUT SQE to pay for. */
@@ -182,7 +99,7 @@ static void op_fill(struct xfer *x, struct rs_op *op, const struct pipe_ent *p, 
     op->u.splice.len = len;
 }
 
-static void op_drain(struct xfer *x, struct rs_op *op, const struct pipe_ent *p, size_t len, int64_t deadline)
+static void op_drain(struct xfer *x, struct rs_op *op, const struct rs_pipe *p, size_t len, int64_t deadline)
 {
     rs__sock_op(op, x->s, RS_OP_SPLICE, deadline);
     op->u.splice.fd_in = p->rd;
@@ -284,7 +201,7 @@ static void settle(struct xfer *x)
     rs__loop_exec(x->loop, &op);
 }
 
-static int via_splice(struct xfer *x, const struct pipe_ent *p, uint64_t *inpipe, bool *fenced)
+static int via_splice(struct xfer *x, const struct rs_pipe *p, uint64_t *inpipe, bool *fenced)
 {
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
     int64_t tmo = timeout_ns(x->s);
@@ -541,16 +458,16 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
     r = rs_loop_default(&loop);
     if (r < 0)
         return r;
-    struct rs_pipepool *pp = pool_of(loop);
-    if (!pp)
+    struct rs_sendfile_stats *sst = stats_of(loop);
+    if (!sst)
         return -ENOMEM;
 
     struct rs_call call;
     r = rs__sock_enter(s, &call, &loop);
     if (r < 0)
         return r;
-    struct xfer x = { .s = s, .loop = loop, .st = &pp->stats, .fd = fd, .start = start, .want = want };
-    pp->stats.calls++;
+    struct xfer x = { .s = s, .loop = loop, .st = sst, .fd = fd, .start = start, .want = want };
+    sst->calls++;
     bool uring = rs__loop_chains(loop); /* io_uring: splice chains, and the io-wq fence */
     if (!regular)
         path = PATH_READSEND; /* nothing but read(2) takes every stream source */
@@ -559,9 +476,13 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
 
     r = 0;
     if (path == PATH_SPLICE) {
-        struct pipe_ent p;
-        if (!pipe_get(pp, &p)) {
-            pp->stats.pipe_misses++;
+        struct rs_pipe p;
+        bool made = false;
+        int pr = rs__pipe_get(loop, &p, &made);
+        if (made)
+            sst->pipes_made++;
+        if (pr < 0) {
+            sst->pipe_misses++;
             path = PATH_SENDFILE;
         } else {
             uint64_t inpipe = 0;
@@ -569,11 +490,11 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
             r = via_splice(&x, &p, &inpipe, &fenced);
             if (uring && !fenced)
                 settle(&x);
-            pipe_put(pp, &p, inpipe == 0);
+            rs__pipe_put(loop, &p, inpipe == 0);
             if (r == REFUSED) {
                 /* what splice refuses (a file without splice_read, a socket that takes no
                  * pages) sendfile(2) refuses too: straight to read + send */
-                pp->stats.fallbacks++;
+                sst->fallbacks++;
                 path = PATH_READSEND;
             }
         }
@@ -581,7 +502,7 @@ EXPORT ssize_t rs_sendfile(rs_socket *s, int fd, off_t *offset, size_t count)
     if (path == PATH_SENDFILE) {
         r = via_sendfile(&x);
         if (r == REFUSED) {
-            pp->stats.fallbacks++;
+            sst->fallbacks++;
             path = PATH_READSEND;
         }
     }
@@ -604,9 +525,9 @@ EXPORT int rs_sendfile_stats(struct rs_sendfile_stats *st)
     if (!st)
         return -EINVAL;
     struct rs_loop *loop = rs__loop_current();
-    struct rs_pipepool *pp = loop ? rs__loop_res(loop, &pool_key) : NULL;
-    if (pp)
-        *st = pp->stats;
+    struct rs_sendfile_stats *sst = loop ? rs__loop_res(loop, &stats_key) : NULL;
+    if (sst)
+        *st = *sst;
     else
         memset(st, 0, sizeof *st);
     return 0;
