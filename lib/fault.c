@@ -30,6 +30,7 @@ enum site {
     S_SQE,
     S_RING,
     S_REGBUF,
+    S_KERNEL,
     S__COUNT
 };
 enum fault {
@@ -44,13 +45,15 @@ enum fault {
     F_FULL,
     F_TINY,
     F_FAIL,
+    F_NOMULTISHOT,
     F__COUNT
 };
 
-static const char *const site_names[S__COUNT] = { "send", "recv", "accept", "wait", "sqe", "ring", "regbuf" };
+static const char *const site_names[S__COUNT] = { "send", "recv", "accept", "wait",
+                                                  "sqe",  "ring", "regbuf", "kernel" };
 static const char *const fault_names[F__COUNT] = { "eintr",      "eagain", "short",   "enomem",
                                                    "econnreset", "epipe",  "enobufs", "emfile",
-                                                   "full",       "tiny",   "fail" };
+                                                   "full",       "tiny",   "fail",    "nomultishot" };
 static const int fault_errno[F__COUNT] = { EINTR, EAGAIN, 0, ENOMEM, ECONNRESET, EPIPE, ENOBUFS, EMFILE };
 
 /* Which faults each site takes (bit per enum fault). */
@@ -63,6 +66,7 @@ static const unsigned allowed[S__COUNT] = {
     [S_SQE] = B(F_FULL),
     [S_RING] = B(F_TINY),
     [S_REGBUF] = B(F_FAIL),
+    [S_KERNEL] = B(F_NOMULTISHOT),
 };
 /* Faults the engine must absorb by trying again: "every call" would never complete. */
 #define RETRIED (B(F_EINTR) | B(F_EAGAIN) | B(F_FULL))
@@ -539,6 +543,13 @@ bool rs__fault_sq_full(struct io_uring *ring)
 
 void rs__fault_sqe(struct io_uring *ring, struct rs_op *op, struct io_uring_sqe *sqe)
 {
+    /* A kernel before 5.19 (accept) / 6.0 (recv) refuses the multishot flag in ioprio with
+     * -EINVAL; so does this one for an ioprio bit it does not know (bit 15). */
+    if (op->multishot && (sqe->ioprio & (IORING_ACCEPT_MULTISHOT | IORING_RECV_MULTISHOT)) &&
+        hit(S_KERNEL, F_NOMULTISHOT)) {
+        sqe->ioprio |= 0x8000;
+        return;
+    }
     int site = site_of(op);
     if (site < 0 || op->link || op->kind == RS_OP_SPLICE || op->kind == RS_OP_SENDFILE || op->zc)
         return;

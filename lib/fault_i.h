@@ -12,6 +12,7 @@
  *     recv:   eintr eagain short enomem econnreset enobufs
  *     accept: eintr eagain enomem emfile enobufs
  *     wait:   eintr enomem     sqe: full     ring: tiny     regbuf: fail
+ *     kernel: nomultishot
  * e.g. RINGSOCK_FAULT="send:short=3,recv:eintr=1/5,accept:emfile=first2,sqe:full=2,regbuf:fail".
  * What they do (send = SEND, SENDMSG, WRITE_FIXED, SENDFILE; recv = RECV, RECVMSG, READ_FIXED):
  *     eintr, eagain   epoll/poll: the syscall fails so without being made; io_uring: the SQE
@@ -28,6 +29,9 @@
  *     sqe:full        io_uring_get_sqe finds the SQ ring full (only when SQEs are queued)
  *     ring:tiny       loops made from then on get 2 SQ entries (8 CQ): the CQ ring overflows
  *     regbuf:fail     registering the fixed-buffer table, or a slot of it, fails with ENOMEM
+ *     kernel:nomultishot  io_uring: the kernel refuses a multishot accept or receive with
+ *                     -EINVAL, as kernels before 5.19 / 6.0 do (the SQE gets an ioprio bit no
+ *                     kernel knows): the engine's probe must fall back to single-shot
  * Never inside an io_uring link chain, a SPLICE or a zero-copy send (a lost member would break
  * the chain; the notification protocol has no room for a NOP). */
 #ifndef RS_FAULT_I_H

@@ -502,6 +502,7 @@ END_TEST
 struct srv {
     rs_loop *loop;
     int accepted, accept_errors, last_accept_err, closed, read_errors, last_read_err;
+    unsigned features; /* rs_loop_features at the end of the run */
 };
 
 struct echo_conn {
@@ -676,6 +677,7 @@ static struct srv echo_run(const struct rs_loop_opts *opts, int nconn, size_t le
     while (!lclosed && t_now() < end + 5)
         rs_loop_run(srv.loop, RS_RUN_ONCE);
     ck_assert(lclosed);
+    srv.features = rs_loop_features(srv.loop);
     ck_assert_int_eq(rs_loop_free(srv.loop), 0);
     ck_assert_msg(peer.fail == NULL, "peer: %s", peer.fail ? peer.fail : "");
     *ok = peer.ok;
@@ -748,6 +750,71 @@ START_TEST(async_tiny_ring_sqe_full)
         injected("sqe", "full");
         ck_assert_msg(rs__fault_cq_overflows() > 0, "the CQ ring never overflowed");
     }
+}
+END_TEST
+
+/* A kernel that refuses multishot accept and receive (before 5.19 / 6.0): the first multishot op
+ * of each kind comes back -EINVAL, is retried single-shot, and the loop settles on single-shot
+ * (its features say so); the echo is exact. Without the rule the same run keeps multishot. */
+START_TEST(multishot_refused_falls_back)
+{
+    echo_check("kernel:nomultishot", NULL, 8, 64 * 1024);
+    rs_loop *d;
+    ck_assert_int_eq(rs_loop_default(&d), 0);
+    if (!on_uring() || !(rs_loop_features(d) & RS_FEAT_MULTISHOT_ACCEPT))
+        return; /* readiness, or single-shot forced (uring-legacy): no multishot flag to refuse */
+    injected("kernel", "nomultishot");
+    int ok;
+    faults("kernel:nomultishot");
+    struct srv srv = echo_run(NULL, 4, 4096, &ok);
+    ck_assert_int_eq(ok, 4);
+    ck_assert_msg(!(srv.features & (RS_FEAT_MULTISHOT_ACCEPT | RS_FEAT_MULTISHOT_RECV)),
+                  "features 0x%x after the kernel refused multishot", srv.features);
+    faults("");
+    srv = echo_run(NULL, 4, 4096, &ok);
+    ck_assert_int_eq(ok, 4);
+    ck_assert_msg((srv.features & (RS_FEAT_MULTISHOT_ACCEPT | RS_FEAT_MULTISHOT_RECV)) ==
+                      (RS_FEAT_MULTISHOT_ACCEPT | RS_FEAT_MULTISHOT_RECV),
+                  "features 0x%x with multishot granted", srv.features);
+}
+END_TEST
+
+static void accept_status(rs_conn *l, rs_conn *c, int status, void *data)
+{
+    (void)l;
+    (void)c;
+    *(int *)data = status;
+}
+
+/* The probe tells a refused flag from the op's own -EINVAL: a multishot accept on a socket that
+ * is not listening fails with -EINVAL on every kernel, and multishot stays granted. */
+START_TEST(multishot_probe_keeps_own_einval)
+{
+    faults("");
+    rs_loop *loop;
+    ck_assert_int_eq(rs_loop_new(&loop, NULL), 0);
+    rs_socket *s;
+    struct sockaddr_storage a;
+    socklen_t alen;
+    s = t_bound(AF_INET, SOCK_STREAM, &a, &alen); /* bound, not listening */
+    rs_conn *l;
+    ck_assert_int_eq(rs_conn_from_socket(&l, loop, s), 0);
+    int status = 1;
+    unsigned before = rs_loop_features(loop);
+    ck_assert_int_eq(rs_conn_accept_start(l, accept_status, &status), 0);
+    double end = t_now() + 5;
+    while (status == 1 && t_now() < end)
+        ck_assert_int_ge(rs_loop_run(loop, RS_RUN_ONCE), 0);
+    ASSERT_ERR(status, -EINVAL);
+    if (before & RS_FEAT_MULTISHOT_ACCEPT)
+        ck_assert_msg(rs_loop_features(loop) & RS_FEAT_MULTISHOT_ACCEPT,
+                      "the op's own EINVAL turned multishot off");
+    bool closed = false;
+    ck_assert_int_eq(rs_conn_close(l, listener_closed, &closed), 0);
+    while (!closed && t_now() < end + 5)
+        rs_loop_run(loop, RS_RUN_ONCE);
+    ck_assert(closed);
+    ck_assert_int_eq(rs_loop_free(loop), 0);
 }
 END_TEST
 
@@ -981,6 +1048,8 @@ static Suite *make_suite(void)
         { "async_enobufs_legacy", async_enobufs_legacy },
         { "async_accept_enobufs", async_accept_enobufs },
         { "async_tiny_ring", async_tiny_ring_sqe_full },
+        { "multishot_refused", multishot_refused_falls_back },
+        { "multishot_own_einval", multishot_probe_keeps_own_einval },
         { "async_emfile", async_accept_emfile_backs_off },
         { "async_errors", async_epipe_econnreset_reported },
         { "async_enobufs_stop", async_enobufs_during_stop },

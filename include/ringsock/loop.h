@@ -89,7 +89,9 @@ struct rs_loop_stats {
 int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st);
 
 /* What the kernel granted a loop (rs_loop_features): io_uring setup flags and capabilities that
- * change how operations run. Readiness backends have none of them. */
+ * change how operations run. Readiness backends have none of them. The two MULTISHOT bits have
+ * no kernel probe: they are set until a multishot operation of that kind is refused (-EINVAL,
+ * kernels before 5.19 / 6.0), after which the loop runs that kind single-shot. */
 #define RS_FEAT_DEFER_TASKRUN    (1u << 0) /* completion work runs only when the loop waits */
 #define RS_FEAT_COOP_TASKRUN     (1u << 1) /* the fallback where DEFER_TASKRUN is refused (< 6.1) */
 #define RS_FEAT_SQPOLL           (1u << 2) /* a kernel thread polls the SQ (RS_LOOP_SQPOLL) */

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -148,10 +147,14 @@ struct uring_be {
     bool has_zc; /* SEND_ZC and SENDMSG_ZC (6.0 / 6.1) */
     /* Multishot ACCEPT (5.19) and multishot RECV on a buffer ring (6.0). Without them the same
      * ops run as single-shot operations re-armed after each result (RECV into a buffer of the
-     * op's own), with the same callbacks: slower, never different. RINGSOCK_URING_LEGACY=1
-     * forces that path (how it is tested on a new kernel). */
-    bool ms_accept, ms_recv;
-    unsigned features; /* RS_FEAT_* granted */
+     * op's own), with the same callbacks: slower, never different. No probe bit exists for
+     * them, so the operation itself is the probe (as liburing's tests do): assumed until a
+     * kernel refuses the flag with -EINVAL, which the op then retries single-shot; the retry
+     * tells a refused flag from the op's own -EINVAL (ms_*_known: settled either way).
+     * RINGSOCK_URING_LEGACY=1 forces the single-shot path (how it is tested on a new kernel);
+     * the fault rule kernel:nomultishot makes this kernel refuse the flag as an old one does. */
+    bool ms_accept, ms_recv, ms_accept_known, ms_recv_known;
+    unsigned features; /* RS_FEAT_* granted, but the multishot bits (uring_features) */
     /* buffers lent past their delivery (rs_conn_read_keep), and the multishot receives that
      * found the ring empty because of them: re-armed at a release, not on a timer or at once
      * (that would spin on -ENOBUFS while the buffers stay out) */
@@ -220,16 +223,10 @@ static int uring_init(struct rs_engine *loop, unsigned entries, unsigned flags)
                      io_uring_opcode_supported(probe, IORING_OP_SENDMSG_ZC);
         io_uring_free_probe(probe);
     }
-    /* no probe bit exists for multishot: the kernel version decides */
-    struct utsname u;
-    int major = 0, minor = 0;
-    if (uname(&u) == 0)
-        sscanf(u.release, "%d.%d", &major, &minor);
-    int kv = major * 100 + minor;
     const char *legacy = getenv("RINGSOCK_URING_LEGACY");
     bool force_legacy = legacy && *legacy && strcmp(legacy, "0") != 0;
-    be->ms_accept = kv >= 519 && !force_legacy;
-    be->ms_recv = kv >= 600 && !force_legacy;
+    be->ms_accept = be->ms_recv = !force_legacy;
+    be->ms_accept_known = be->ms_recv_known = force_legacy;
     unsigned f = 0;
     if (p.flags & IORING_SETUP_DEFER_TASKRUN)
         f |= RS_FEAT_DEFER_TASKRUN;
@@ -241,10 +238,6 @@ static int uring_init(struct rs_engine *loop, unsigned entries, unsigned flags)
         f |= RS_FEAT_CQ_NODROP;
     if (be->has_zc)
         f |= RS_FEAT_SEND_ZC;
-    if (be->ms_accept)
-        f |= RS_FEAT_MULTISHOT_ACCEPT;
-    if (be->ms_recv)
-        f |= RS_FEAT_MULTISHOT_RECV;
     be->features = f | RS_FEAT_FIXED_BUFFERS | RS_FEAT_LINK_TIMEOUT;
     loop->be = be;
     /* queued only: it goes to the kernel with the loop's first submission, at no extra cost */
@@ -402,6 +395,9 @@ static unsigned clamp_len(size_t len) { return (unsigned)(len > RS_MAX_IO ? RS_M
 #define POLLING 0x1
 /* op->bstate: a zero-copy send has its result and waits for the notification CQE */
 #define ZC_NOTIF 0x2
+/* op->bstate: the op's SQE asked for multishot; a single-shot retry probes a refused flag */
+#define MS_FORM 0x4
+#define MS_PROBE 0x8
 
 /* Put op's SQE(s) in the ring: the operation (or its poll), plus a LINK_TIMEOUT for a deadline. */
 static int queue(struct rs_engine *loop, struct rs_op *op)
@@ -422,10 +418,13 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
         switch (op->kind) {
         case RS_OP_CONNECT: io_uring_prep_connect(sqe, op->fd, op->u.connect.sa, op->u.connect.len); break;
         case RS_OP_ACCEPT:
-            if (op->multishot && ((struct uring_be *)loop->be)->ms_accept)
+            op->bstate &= (uint8_t)~MS_FORM;
+            if (op->multishot && ((struct uring_be *)loop->be)->ms_accept) {
                 io_uring_prep_multishot_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
-            else
+                op->bstate |= MS_FORM;
+            } else {
                 io_uring_prep_accept(sqe, op->fd, op->u.accept.sa, op->u.accept.len, op->flags);
+            }
             break;
         case RS_OP_SEND:
             if (op->zc && ((struct uring_be *)loop->be)->has_zc)
@@ -436,6 +435,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
                                    op->flags | MSG_NOSIGNAL);
             break;
         case RS_OP_RECV:
+            op->bstate &= (uint8_t)~MS_FORM;
             if (op->multishot && !((struct uring_be *)loop->be)->ms_recv) {
                 /* legacy: one RECV at a time into the op's own buffer (in bts[0]) */
                 char *b = (char *)(uintptr_t)op->bts[0];
@@ -458,6 +458,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
                     loop->stats->recv_bufs = loop->buf_count;
                 }
                 io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, op->flags);
+                op->bstate |= MS_FORM;
                 sqe->flags |= IOSQE_BUFFER_SELECT;
                 sqe->buf_group = (__u16)(be->ngen - 1);
             } else {
@@ -552,9 +553,43 @@ static int uring_submit(struct rs_engine *loop, struct rs_op *op)
 
 /* A multishot CQE: deliver it; when the kernel ended the operation, re-arm it unless it ended
  * for good (EOF, an error, a cancel). */
+/* The multishot probe (see struct uring_be): true when this CQE was a probe step and op has been
+ * re-queued single-shot, so there is nothing to deliver. */
+static bool ms_probe(struct rs_engine *loop, struct uring_be *be, struct rs_op *op, int res)
+{
+    bool *ms = op->kind == RS_OP_ACCEPT ? &be->ms_accept : &be->ms_recv;
+    bool *known = op->kind == RS_OP_ACCEPT ? &be->ms_accept_known : &be->ms_recv_known;
+    if (op->bstate & MS_FORM) {
+        if (res != -EINVAL) {
+            *known = true; /* the kernel took the flag */
+            return false;
+        }
+        if (*known || op->cancelled)
+            return false;
+        /* refused: the flag, or the op itself? The single-shot retry tells */
+        *ms = false;
+        op->bstate |= MS_PROBE;
+        if (queue(loop, op) == 0)
+            return true;
+        *ms = true;
+        op->bstate &= (uint8_t)~MS_PROBE;
+        return false;
+    }
+    if (op->bstate & MS_PROBE) {
+        op->bstate &= (uint8_t)~MS_PROBE;
+        if (res == -EINVAL)
+            *ms = true; /* the op's own error: the flag is still untested */
+        else
+            *known = true; /* single-shot works where multishot was refused: an older kernel */
+    }
+    return false;
+}
+
 static void handle_multishot(struct rs_engine *loop, struct rs_op *op, int res, unsigned flags)
 {
     struct uring_be *be = loop->be;
+    if ((op->bstate & (MS_FORM | MS_PROBE)) && ms_probe(loop, be, op, res))
+        return;
     bool more = flags & IORING_CQE_F_MORE;
     const void *data = NULL;
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
@@ -751,7 +786,12 @@ static void uring_forget_fd(struct rs_engine *loop, int fd)
     (void)fd;
 }
 
-static unsigned uring_features(struct rs_engine *loop) { return ((struct uring_be *)loop->be)->features; }
+static unsigned uring_features(struct rs_engine *loop)
+{
+    struct uring_be *be = loop->be;
+    return be->features | (be->ms_accept ? RS_FEAT_MULTISHOT_ACCEPT : 0) |
+           (be->ms_recv ? RS_FEAT_MULTISHOT_RECV : 0);
+}
 
 static int uring_buf_keep(struct rs_engine *loop, const void *data)
 {
