@@ -335,6 +335,14 @@ static size_t order(const struct addrinfo *list, struct attempt *out, int interl
     return n;
 }
 
+/* A report says 0 attempts whenever the call fails before one: bad arguments, resolution, no
+ * loop (its count was left as the caller's stack had it). */
+static void report_reset(const struct rs_connect_opts *opts)
+{
+    if (opts && opts->report)
+        opts->report->count = 0;
+}
+
 static bool timeout_ok(double t) { return t == RS_TIMEOUT_NONE || (t >= 0 && isfinite(t)); }
 
 /* Validate opts and fill h's settings. */
@@ -390,6 +398,7 @@ EXPORT int rs_create_connection_addrs(rs_socket **out, const struct addrinfo *li
     if (!out)
         return -EINVAL;
     *out = NULL;
+    report_reset(opts);
     struct rs_loop *loop;
     int r = rs_loop_default(&loop);
     if (r < 0)
@@ -495,6 +504,7 @@ EXPORT int rs_create_connection(rs_socket **out, const char *host, const char *p
     if (!out)
         return -EINVAL;
     *out = NULL;
+    report_reset(opts);
     if (!host || !port || !*host || !*port)
         return -EINVAL;
     int family = opts ? opts->family : AF_UNSPEC;
@@ -582,6 +592,7 @@ static void wake_cb(struct rs_op *op)
 EXPORT int rs_conn_connect(rs_loop *loop, const char *host, const char *port,
                            const struct rs_connect_opts *opts, rs_connect_cb cb, void *user)
 {
+    report_reset(opts);
     if (!loop || !cb || !host || !port || !*host || !*port)
         return -EINVAL;
     struct he *h = calloc(1, sizeof *h);

@@ -197,6 +197,9 @@ again:
             op->bstate = 1;
             return op->deadline == RS_DEADLINE_NOW ? -EINPROGRESS : -EAGAIN;
         }
+        if (errno == EALREADY && !op->bstate)
+            return -EALREADY; /* an earlier call's connect is still in progress: socket.py raises
+                                 EALREADY at once, as io_uring's CONNECT says */
         if (errno == EINPROGRESS || errno == EALREADY || errno == EAGAIN) {
             op->bstate = 1;
             if (op->deadline == RS_DEADLINE_NOW)

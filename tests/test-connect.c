@@ -180,6 +180,38 @@ START_TEST(connect_refused_port)
 }
 END_TEST
 
+/* A call that fails before any attempt (bad arguments, a port the resolver refuses, an empty
+ * list) says so in its report: count 0, not whatever the caller's memory held (the man page's
+ * EXAMPLE printed 16 garbage attempts for an unresolvable host). */
+START_TEST(connect_report_zero_when_no_attempt)
+{
+    struct rs_connect_report rep;
+    struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
+    o.report = &rep;
+    rs_socket *s = NULL;
+    memset(&rep, 0xa5, sizeof rep);
+    ASSERT_ERR(rs_create_connection(&s, "", "80", &o), -EINVAL);
+    ck_assert_uint_eq(rep.count, 0);
+    memset(&rep, 0xa5, sizeof rep);
+    ASSERT_ERR(rs_create_connection(&s, "127.0.0.1", "99999", &o), RS_EAI(EAI_SERVICE));
+    ck_assert_uint_eq(rep.count, 0);
+    memset(&rep, 0xa5, sizeof rep);
+    o.timeout = NAN;
+    ASSERT_ERR(rs_create_connection(&s, "127.0.0.1", "80", &o), -EINVAL);
+    ck_assert_uint_eq(rep.count, 0);
+    o.timeout = RS_TIMEOUT_DEFAULT;
+    memset(&rep, 0xa5, sizeof rep);
+    ASSERT_ERR(rs_create_connection_addrs(&s, NULL, &o), -EADDRNOTAVAIL);
+    ck_assert_uint_eq(rep.count, 0);
+    memset(&rep, 0xa5, sizeof rep);
+    rs_loop *loop;
+    ck_assert_int_eq(rs_loop_default(&loop), 0);
+    ASSERT_ERR(rs_conn_connect(loop, "", "80", &o, NULL, NULL), -EINVAL);
+    ck_assert_uint_eq(rep.count, 0);
+    ck_assert_ptr_null(s);
+}
+END_TEST
+
 /* all_errors: every address of the list is tried in order and reported with its own error. */
 START_TEST(connect_refused_every_address_reported)
 {
@@ -902,6 +934,7 @@ static Suite *make_suite(void)
     Suite *s = suite_create("connect");
     TCase *tc = t_tcase(s, "errors", 10);
     tcase_add_test(tc, connect_refused_port);
+    tcase_add_test(tc, connect_report_zero_when_no_attempt);
     tcase_add_test(tc, connect_refused_every_address_reported);
     tcase_add_test(tc, connect_repeated_calls);
     tcase_add_test(tc, connect_bad_args);

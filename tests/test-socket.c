@@ -1248,6 +1248,38 @@ START_TEST(recv_null_buffer_is_an_error)
 }
 END_TEST
 
+/* A second rs_connect after one timed out: the kernel's connect is still in progress, and
+ * socket.py raises EALREADY at once (the readiness backends waited the whole timeout again). */
+START_TEST(connect_again_after_timeout_is_ealready)
+{
+    /* a peer that never answers, on loopback: a backlog-0 listener whose one queue slot is taken
+     * drops every further SYN */
+    rs_socket *l, *filler, *s;
+    struct sockaddr_storage a;
+    socklen_t alen;
+    ck_assert_int_eq(rs_socket_open(&l, AF_INET, SOCK_STREAM, 0), 0);
+    t_loopback(AF_INET, 0, &a, &alen);
+    ck_assert_int_eq(rs_bind(l, (struct sockaddr *)&a, alen), 0);
+    alen = sizeof a;
+    ck_assert_int_eq(rs_getsockname(l, &a, &alen), 0);
+    ck_assert_int_eq(rs_listen(l, 0), 0);
+    ck_assert_int_eq(rs_socket_open(&filler, AF_INET, SOCK_STREAM, 0), 0);
+    ck_assert_int_eq(rs_connect(filler, (struct sockaddr *)&a, alen), 0);
+    ck_assert_int_eq(rs_socket_open(&s, AF_INET, SOCK_STREAM, 0), 0);
+    ck_assert_int_eq(rs_settimeout(s, 0.2), 0);
+    double t0 = t_now();
+    ck_assert_int_eq(rs_connect(s, (struct sockaddr *)&a, alen), -ETIMEDOUT);
+    t_assert_took(t0, 0.2, "the first connect");
+    t0 = t_now();
+    int r = rs_connect(s, (struct sockaddr *)&a, alen);
+    ck_assert_msg(r == -EALREADY, "second connect returned %d (%s)", r, rs_err_name(r));
+    ck_assert_msg(t_now() - t0 < 0.1, "second connect took %.3f s", t_now() - t0);
+    ck_assert_int_eq(rs_close(s), 0);
+    ck_assert_int_eq(rs_close(filler), 0);
+    ck_assert_int_eq(rs_close(l), 0);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("socket");
@@ -1274,6 +1306,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, accept_timeout_expires);
     tcase_add_test(tc, timeout_zero_recv_and_accept_are_eagain_at_once);
     tcase_add_test(tc, connect_timeout_zero_is_einprogress);
+    tcase_add_test(tc, connect_again_after_timeout_is_ealready);
     tcase_add_test(tc, recv_timeout_none_waits_for_late_sender);
     tcase_add_test(tc, accept_timeout_none_waits_for_late_client);
     tcase_add_test(tc, recv_timeout_is_deadline_across_signals);
