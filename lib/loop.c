@@ -400,7 +400,15 @@ static void guard_off(struct sigpipe_guard *g)
     errno = saved;
 }
 
+static int submit(struct rs_loop *loop, struct rs_op *op);
+
 int rs__loop_submit(struct rs_loop *loop, struct rs_op *op)
+{
+    op->dmode = RS_DMODE_OP;
+    return submit(loop, op);
+}
+
+static int submit(struct rs_loop *loop, struct rs_op *op)
 {
     if (loop->dead)
         return -EBADFD;
@@ -471,8 +479,10 @@ void rs__op_complete(struct rs_engine *e, struct rs_op *op, int res)
 {
     struct rs_loop *loop = loop_of(e);
     RS_FAULT_OP_DONE(op);
-    /* io_uring reports a fired LINK_TIMEOUT as -ECANCELED on the operation itself. */
-    if (res == -ECANCELED && !op->cancelled && op->deadline != RS_DEADLINE_NONE)
+    /* io_uring reports a fired LINK_TIMEOUT as -ECANCELED on the operation itself; an op the
+     * engine cancelled at its deadline (RS_DMODE_EXPIRED) timed out too. */
+    if (res == -ECANCELED &&
+        ((!op->cancelled && op->deadline != RS_DEADLINE_NONE) || op->dmode == RS_DMODE_EXPIRED))
         res = -ETIMEDOUT;
     if (may_sigpipe(op))
         loop->sigpipe_ops--;
@@ -526,14 +536,16 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
     if (n > 0 && (drain_may_satisfy || (until && until->done) || loop->stop || loop->deferred_head))
         block = false;
     loop->stats.waits++;
+    /* a blocking call's deadline rides on the wait (RS_DMODE_WAIT) */
+    int64_t deadline = until && until->dmode == RS_DMODE_WAIT ? until->deadline : RS_DEADLINE_NONE;
     int r;
     if (loop->sigpipe_ops) {
         struct sigpipe_guard g;
         guard_on(&g);
-        r = loop->ops->wait(&loop->eng, block, min);
+        r = loop->ops->wait(&loop->eng, block, min, deadline);
         guard_off(&g);
     } else {
-        r = loop->ops->wait(&loop->eng, block, min);
+        r = loop->ops->wait(&loop->eng, block, min, deadline);
     }
     return r < 0 ? r : n + r;
 }
@@ -551,17 +563,26 @@ void rs__loop_backoff(unsigned *ms)
 int rs__loop_exec(struct rs_loop *loop, struct rs_op *op)
 {
     op->cb = NULL;
-    int r = rs__loop_submit(loop, op);
+    /* The deadline on the wait rather than a timeout op per call where the backend can: no
+     * LINK_TIMEOUT SQE, and no late timeout CQE that makes the next wait return early. */
+    op->dmode = loop->eng.deadline_wait && op->deadline != RS_DEADLINE_NONE &&
+                        op->deadline != RS_DEADLINE_NOW && op->kind != RS_OP_TIMER
+                    ? RS_DMODE_WAIT
+                    : RS_DMODE_OP;
+    int r = submit(loop, op);
     if (r < 0)
         return r;
     int err = 0;
     bool asked = false;
     unsigned ms = 0;
     while (!op->done) {
-        /* Asked to end (rs_close on another thread), or the engine failing: cancel, and go on
-         * until the op's completion comes. op lives on our caller's stack and the kernel may
-         * still write into it: only its completion ends this wait. */
-        if (!asked && (err || rs__loop_aborted(loop)))
+        /* Past its deadline (RS_DMODE_WAIT), asked to end (rs_close on another thread), or the
+         * engine failing: cancel, and go on until the op's completion comes — with its data if
+         * it completed first. op lives on our caller's stack and the kernel may still write
+         * into it: only its completion ends this wait. */
+        if (op->dmode == RS_DMODE_WAIT && rs__now() >= op->deadline)
+            op->dmode = RS_DMODE_EXPIRED;
+        if (!asked && (op->dmode == RS_DMODE_EXPIRED || err || rs__loop_aborted(loop)))
             asked = rs__loop_cancel(loop, op) == 0;
         r = turn(loop, true, false, op, 0);
         if (r < 0) {

@@ -20,6 +20,9 @@ struct rs_engine {
     struct rs_loop_stats *stats;  /* counters the backend adds to (ringsock/loop.h) */
     unsigned buf_count, buf_size; /* provided receive buffers for multishot receives */
     int wakefd;                   /* eventfd other threads write to end a wait: keep a read armed */
+    /* set by the backend's init: a blocking call's deadline can ride on the wait itself (wait's
+     * deadline argument) instead of on the op (io_uring: IORING_ENTER_EXT_ARG, 5.11) */
+    bool deadline_wait;
 };
 
 enum rs_op_kind {
@@ -44,6 +47,12 @@ enum rs_op_kind {
  * bytes; larger requests are short transfers, reported as such. */
 #define RS_MAX_IO ((size_t)0x7ffff000)
 
+enum {
+    RS_DMODE_OP,
+    RS_DMODE_WAIT,
+    RS_DMODE_EXPIRED
+};
+
 /* No deadline. Deadlines are absolute CLOCK_MONOTONIC nanoseconds. */
 #define RS_DEADLINE_NONE INT64_MAX
 /* Do not wait at all: one non-blocking attempt (timeout 0 in socket.py terms). */
@@ -62,6 +71,10 @@ struct rs_op {
     bool link;      /* io_uring: the next submitted op runs only if this one fully succeeds */
     bool zc;        /* SEND / SENDMSG: zero-copy on io_uring where the kernel has it; the op
                        completes only once the kernel let go of the buffer (its notification) */
+    /* RS_DMODE_*: how op's deadline is kept. OP: by the backend (io_uring: a LINK_TIMEOUT, the
+     * readiness heap). WAIT: by the engine's wait (a blocking call, deadline_wait backends: no
+     * timeout of the op's own). EXPIRED: the engine cancelled it at its deadline. */
+    uint8_t dmode;
     bool multishot; /* ACCEPT / RECV: one result per connection / chunk until stopped; a RECV
                        with u.io.buf NULL receives into the loop's provided buffers */
     int fd;
@@ -119,9 +132,10 @@ struct rs_backend_ops {
     int (*submit)(struct rs_engine *loop, struct rs_op *op);
     /* Flush submissions and handle completions; wait for at least one (at least min, when the
      * caller knows that many will come: io_uring then runs a linked chain's task work without a
-     * trip to user space per link) unless !block. Returns the number handled or -errno. -EINTR
-     * is retried inside. */
-    int (*wait)(struct rs_engine *loop, bool block, unsigned min);
+     * trip to user space per link) unless !block, and not past deadline (absolute, or
+     * RS_DEADLINE_NONE; only deadline_wait backends are given one). Returns the number handled
+     * or -errno. -EINTR is retried inside. */
+    int (*wait)(struct rs_engine *loop, bool block, unsigned min, int64_t deadline);
     /* Ask for op to end with -ECANCELED (or its real result if it raced). */
     int (*cancel)(struct rs_engine *loop, struct rs_op *op);
     /* The fd is being closed by its owner: forget any registration of it. */

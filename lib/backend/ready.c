@@ -304,9 +304,10 @@ static int expire(struct ready *r)
     return n;
 }
 
-int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min)
+int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min, int64_t deadline)
 {
-    (void)min; /* readiness waits return with whatever is ready */
+    (void)min;      /* readiness waits return with whatever is ready */
+    (void)deadline; /* never given: the heap keeps every deadline */
     struct ready *r = loop->be;
     int kicked = 0;
     while (r->nkick) {

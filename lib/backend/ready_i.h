@@ -49,7 +49,7 @@ struct ready {
 int rs__ready_init(struct rs_engine *loop, const struct rs_poller *p);
 void rs__ready_fini(struct rs_engine *loop);
 int rs__ready_submit(struct rs_engine *loop, struct rs_op *op);
-int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min);
+int rs__ready_wait(struct rs_engine *loop, bool block, unsigned min, int64_t deadline);
 int rs__ready_cancel(struct rs_engine *loop, struct rs_op *op);
 void rs__ready_forget_fd(struct rs_engine *loop, int fd);
 int rs__ready_buffers_init(struct rs_engine *loop, unsigned nslots);

@@ -239,6 +239,13 @@ static int uring_init(struct rs_engine *loop, unsigned entries, unsigned flags)
     if (be->has_zc)
         f |= RS_FEAT_SEND_ZC;
     be->features = f | RS_FEAT_FIXED_BUFFERS | RS_FEAT_LINK_TIMEOUT;
+    /* The ring fd registered: each io_uring_enter then skips the fd table lookup. Registered
+     * ring fds are per task; a DEFER_TASKRUN ring is bound to its creator's task anyway. */
+    if (p.flags & IORING_SETUP_DEFER_TASKRUN)
+        (void)io_uring_register_ring_fd(&be->ring);
+    /* without EXT_ARG liburing would add a TIMEOUT SQE of its own (user_data -1) to each such
+     * wait: keep the LINK_TIMEOUT per op there */
+    loop->deadline_wait = (p.features & IORING_FEAT_EXT_ARG) != 0;
     loop->be = be;
     /* queued only: it goes to the kernel with the loop's first submission, at no extra cost */
     arm_wake(loop);
@@ -369,6 +376,9 @@ static void uring_abandon(struct rs_engine *loop)
         munmap(be->gen[k].br, be->gen[k].br_bytes);
         munmap(be->gen[k].bufs, be->gen[k].bufs_bytes);
     }
+    /* liburing's INT_FLAG_REG_RING (1): the registration belongs to the parent's task; without
+     * the flag io_uring_queue_exit does not try to unregister it here */
+    be->ring.int_flags &= (__u8)~1u;
     io_uring_queue_exit(&be->ring);
     free(be);
     loop->be = NULL;
@@ -403,7 +413,7 @@ static unsigned clamp_len(size_t len) { return (unsigned)(len > RS_MAX_IO ? RS_M
 static int queue(struct rs_engine *loop, struct rs_op *op)
 {
     struct io_uring *ring = ring_of(loop);
-    bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER;
+    bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER && op->dmode == RS_DMODE_OP;
     if (io_uring_sq_space_left(ring) < (linked ? 2u : 1u) && !op->link)
         io_uring_submit(ring);
     struct io_uring_sqe *sqe = get_sqe(ring);
@@ -713,15 +723,25 @@ static bool handle(struct rs_engine *loop, struct rs_op *op, int res, unsigned f
     return true;
 }
 
-static int uring_wait(struct rs_engine *loop, bool block, unsigned min)
+static int uring_wait(struct rs_engine *loop, bool block, unsigned min, int64_t deadline)
 {
     struct io_uring *ring = ring_of(loop);
     int r;
     do {
-        if (block)
+        if (block && deadline != RS_DEADLINE_NONE) {
+            /* the blocking call's deadline on the wait (EXT_ARG): relative, so recomputed per
+             * enter; at least 1 ns, as a deadline just past still gets its one look */
+            int64_t left = deadline - rs__now();
+            if (left < 1)
+                left = 1;
+            struct __kernel_timespec ts = { .tv_sec = left / 1000000000, .tv_nsec = left % 1000000000 };
+            struct io_uring_cqe *cqe;
+            r = RS_FAULT_WAIT(io_uring_submit_and_wait_timeout(ring, &cqe, min ? min : 1, &ts, NULL));
+        } else if (block) {
             r = RS_FAULT_WAIT(io_uring_submit_and_wait(ring, min ? min : 1));
-        else
+        } else {
             r = io_uring_submit_and_get_events(ring);
+        }
     } while (r == -EINTR && block && !io_uring_cq_ready(ring));
     if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN && r != -ETIME)
         return r;
