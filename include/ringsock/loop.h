@@ -101,7 +101,7 @@ int rs_loop_stats(const rs_loop *loop, struct rs_loop_stats *st);
 #define RS_FEAT_MULTISHOT_RECV   (1u << 6) /* one RECV on provided buffer rings (else re-armed
                                               single receives into a buffer per connection) */
 #define RS_FEAT_FIXED_BUFFERS    (1u << 7) /* registered buffers (rs_makefile's READ/WRITE_FIXED) */
-#define RS_FEAT_LINK_TIMEOUT     (1u << 8) /* timeouts ride on the operation: one syscall per call */
+#define RS_FEAT_LINK_TIMEOUT     (1u << 8) /* timeouts ride on the op or the wait: one syscall a call */
 
 /* The RS_FEAT_* bits of loop (0 for epoll/poll or NULL). */
 unsigned rs_loop_features(const rs_loop *loop);
