@@ -399,6 +399,23 @@ static void full_tcp_pair(rs_socket **client, rs_socket **server)
     }
 }
 
+/* For a test that needs the send to block, not just to be likely to: fill until a pause frees
+ * no more room (window updates in flight after full_tcp_pair's fill gave a blocked-send test a
+ * send that completed, once, under ASan in CI). Bounded: 50 pauses of 5 ms. */
+static void settle_full(rs_socket *client)
+{
+    for (int pass = 0; pass < 50; pass++) {
+        ssize_t n, moved = 0;
+        while ((n = rs_send(client, zeros, 65536, MSG_DONTWAIT)) > 0)
+            moved += n;
+        ck_assert_int_eq(n, -EAGAIN);
+        if (pass > 0 && moved == 0)
+            return;
+        t_sleep(0.005);
+    }
+    ck_abort_msg("the send buffer kept draining for 50 pauses");
+}
+
 static rs_socket *unix_listener(void)
 {
     rs_socket *l;
@@ -680,6 +697,8 @@ static void blocked_close(enum kind kind)
     for (unsigned i = 0; i < 3; i++) {
         struct kit k;
         kit_make(&k, kind, &e);
+        if (kind == K_SEND_TCP || kind == K_SENDALL_TCP)
+            settle_full(k.rd.s);
         unsigned n = round_start(&w, &k.rd);
         ck_assert_msg(wait_asleep(&w, n), "%s: the call returned without blocking", what);
         /* long enough for the CPU check to mean something; the last round closes at once */
