@@ -124,48 +124,15 @@ static const char *const kind_name[] = { "tcp", "unix" };
 
 /* ---- bounded loop runs ------------------------------------------------------------------------ */
 
-/* A timer that ticks every 10 ms so that RS_RUN_ONCE returns even if nothing else completes. */
-struct tick {
-    rs_timer *t;
-    bool running, stopping;
-};
-
-static void tick_cb(rs_timer *t, int status, void *user)
-{
-    struct tick *k = user;
-    k->running = false;
-    if (status == 0 && !k->stopping && rs_timer_start(t, 0.01, tick_cb, k) == 0)
-        k->running = true;
-}
-
-static void tick_start(struct tick *k, rs_loop *l)
-{
-    memset(k, 0, sizeof *k);
-    ck_assert_int_eq(rs_timer_new(&k->t, l), 0);
-    ck_assert_int_eq(rs_timer_start(k->t, 0.01, tick_cb, k), 0);
-    k->running = true;
-}
-
-static void tick_end(struct tick *k, rs_loop *l)
-{
-    k->stopping = true;
-    if (k->running)
-        ck_assert_int_eq(rs_timer_stop(k->t), 0);
-    for (int i = 0; k->running && i < 1000; i++)
-        ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
-    ck_assert(!k->running);
-    ck_assert_int_eq(rs_timer_free(k->t), 0);
-}
-
 /* Run l until cond holds; fail if it does not within secs. */
 #define RUN_UNTIL(l, cond, secs)                                                      \
     do {                                                                              \
-        struct tick k_;                                                               \
-        tick_start(&k_, (l));                                                         \
+        struct t_tick k_;                                                             \
+        t_tick_start(&k_, (l));                                                       \
         double end_ = t_now() + (secs);                                               \
         for (long n_ = 0; !(cond) && t_now() < end_ && n_ < 1000000; n_++)            \
             ck_assert_int_ge(rs_loop_run((l), RS_RUN_ONCE), 0);                       \
-        tick_end(&k_, (l));                                                           \
+        t_tick_end(&k_, (l));                                                         \
         ck_assert_msg((cond), "still false after %.1f s: %s", (double)(secs), #cond); \
     } while (0)
 
@@ -229,8 +196,8 @@ static void stream_through(rs_loop *l, int peer, struct rx *r, size_t len, uint3
     t_fill_pattern(buf, len, seed);
     uint64_t want = t_fnv1a(r->sum, buf, len);
     size_t start = r->n, sent = 0;
-    struct tick k;
-    tick_start(&k, l);
+    struct t_tick k;
+    t_tick_start(&k, l);
     double end = t_now() + 10;
     for (long n = 0;
          (sent < len || r->n - start < len) && !r->errors && !r->eof && t_now() < end && n < 1000000; n++) {
@@ -243,7 +210,7 @@ static void stream_through(rs_loop *l, int peer, struct rx *r, size_t len, uint3
         }
         ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
     }
-    tick_end(&k, l);
+    t_tick_end(&k, l);
     ck_assert_msg(!r->errors, "%s: read callback got %s after %zu of %zu bytes", what,
                   rs_err_name(r->last_err), r->n - start, len);
     ck_assert_msg(!r->eof, "%s: read callback got EOF after %zu of %zu bytes", what, r->n - start, len);

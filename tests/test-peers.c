@@ -141,40 +141,19 @@ END_TEST
 
 /* ---- the completion API: a loop, and bounded runs of it ------------------------------------- */
 
-struct tick {
-    rs_timer *t;
-    bool running, stopping;
-};
-
-static void tick_cb(rs_timer *t, int status, void *user)
-{
-    struct tick *k = user;
-    k->running = false;
-    if (status == 0 && !k->stopping && rs_timer_start(t, 0.01, tick_cb, k) == 0)
-        k->running = true;
-}
-
-static rs_loop *loop_new(struct tick *k)
+static rs_loop *loop_new(struct t_tick *k)
 {
     rs_loop *l;
     ASSERT_ERR(rs_loop_new(&l, NULL), 0);
     if (t_wanted_backend() != RS_BACKEND_AUTO)
         ck_assert_int_eq(rs_loop_backend(l), t_wanted_backend());
-    memset(k, 0, sizeof *k);
-    ASSERT_ERR(rs_timer_new(&k->t, l), 0);
-    ASSERT_ERR(rs_timer_start(k->t, 0.01, tick_cb, k), 0);
-    k->running = true;
+    t_tick_start(k, l);
     return l;
 }
 
-static void loop_free(rs_loop *l, struct tick *k)
+static void loop_free(rs_loop *l, struct t_tick *k)
 {
-    k->stopping = true;
-    if (k->running)
-        ASSERT_ERR(rs_timer_stop(k->t), 0);
-    for (int i = 0; k->running && i < 100; i++)
-        ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
-    ASSERT_ERR(rs_timer_free(k->t), 0);
+    t_tick_end(k, l);
     ck_assert_uint_eq(rs_loop_pending(l), 0);
     ASSERT_ERR(rs_loop_free(l), 0);
 }
@@ -269,7 +248,7 @@ START_TEST(reset_read_error_once_async)
     enum {
         N = 300 * 1000 + 11
     };
-    struct tick k;
+    struct t_tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;
     rs_socket *s = accept_peer("peer_reset", (char *[]){ "300011", "9", "sleep", NULL }, 0, &py);
@@ -444,7 +423,7 @@ START_TEST(never_reads_backpressure_async)
     enum {
         TOTAL = 8 << 20
     };
-    struct tick k;
+    struct t_tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;
     rs_socket *s = accept_peer("peer_flood", (char *[]){ "8388608", "41", "1.0", NULL }, 65536, &py);
@@ -571,7 +550,7 @@ START_TEST(peer_shut_wr_then_reply_async)
         N = 250 * 1000 + 9,
         M = 700 * 1000 + 3
     };
-    struct tick k;
+    struct t_tick k;
     rs_loop *l = loop_new(&k);
     struct t_py py;
     rs_socket *s = accept_peer("halfclose_client", (char *[]){ "250009", "700003", "61", NULL }, 0, &py);

@@ -98,41 +98,8 @@ static void case_loop_done(rs_loop *l, enum nest m)
 
 /* ---- bounded running -------------------------------------------------------------------------- */
 
-/* A timer ticking every 10 ms while the loop runs: RS_RUN_ONCE (outer or nested) always returns. */
-struct guard {
-    rs_timer *t;
-    bool running, stopping;
-};
-
-static void guard_cb(rs_timer *t, int status, void *user)
-{
-    struct guard *g = user;
-    g->running = false;
-    if (status == 0 && !g->stopping && rs_timer_start(t, 0.01, guard_cb, g) == 0)
-        g->running = true;
-}
-
-static void guard_start(struct guard *g, rs_loop *l)
-{
-    memset(g, 0, sizeof *g);
-    ASSERT_ERR(rs_timer_new(&g->t, l), 0);
-    ASSERT_ERR(rs_timer_start(g->t, 0.01, guard_cb, g), 0);
-    g->running = true;
-}
-
-static void guard_end(struct guard *g, rs_loop *l)
-{
-    g->stopping = true;
-    if (g->running) {
-        ASSERT_ERR(rs_timer_stop(g->t), 0);
-        for (int i = 0; g->running && i < 1000; i++)
-            ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
-    }
-    ck_assert_msg(!g->running, "guard timer: no callback after rs_timer_stop");
-    ASSERT_ERR(rs_timer_free(g->t), 0);
-}
-
-/* Run l (RS_RUN_ONCE turns) until *flag, at most secs; a guard timer is already running. */
+/* Run l (RS_RUN_ONCE turns) until cond, at most secs; a t_tick timer (tests/support) is already
+ * running, so RS_RUN_ONCE, outer or nested, always returns. */
 #define RUN_UNTIL(l, cond, secs)                                                      \
     do {                                                                              \
         double end_ = t_now() + (secs);                                               \
@@ -265,13 +232,13 @@ static void close_in_batch(enum nest mode, int iters)
         send_all(x[1].client, "b", 1);
         for (int i = 0; i < 2; i++)
             ASSERT_ERR(rs_conn_read_start(x[i].c, cc_read, &x[i]), 0);
-        struct guard g;
-        guard_start(&g, t.l);
+        struct t_tick g;
+        t_tick_start(&g, t.l);
         RUN_UNTIL(t.l, x[0].closed && x[1].closed, 5);
         /* a few more turns: a stale completion would show up as a second close or a late read */
         for (int i = 0; i < 5; i++)
             ck_assert_int_ge(rs_loop_run(t.l, RS_RUN_NOWAIT), 0);
-        guard_end(&g, t.l);
+        t_tick_end(&g, t.l);
         for (int i = 0; i < 2; i++) {
             ck_assert_msg(x[i].closed == 1, "%s, iteration %d: conn %d's close callback ran %d times",
                           nest_name(mode), it, i, x[i].closed);
@@ -441,15 +408,15 @@ static void ordered(enum nest mode, int max_depth, int nconns, bool close_d, int
             ASSERT_ERR(rs_conn_read_start(t->s[i].c, oc_read, &t->s[i]), 0);
         if (close_d)
             ASSERT_ERR(rs_conn_read_start(t->d, d_read, t), 0);
-        struct guard g;
-        guard_start(&g, t->l);
+        struct t_tick g;
+        t_tick_start(&g, t->l);
         RUN_UNTIL(t->l, t->nested[max_depth - 1] && all_seen(t) && (!close_d || t->d_closed), 5);
         for (int i = 0; i < 5; i++)
             ck_assert_int_ge(rs_loop_run(t->l, RS_RUN_NOWAIT), 0);
         for (int i = 0; i < nconns; i++)
             ASSERT_ERR(rs_conn_close(t->s[i].c, count_closed, &t->s[i].closed), 0);
         RUN_UNTIL(t->l, t->s[0].closed && t->s[nconns - 1].closed && (nconns < 3 || t->s[1].closed), 5);
-        guard_end(&g, t->l);
+        t_tick_end(&g, t->l);
         if (close_d) {
             ck_assert_msg(t->d_closed == 1, "iteration %d: the closed conn's close callback ran %d times", it,
                           t->d_closed);

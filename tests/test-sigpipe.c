@@ -180,37 +180,15 @@ static int make_file(const char *name, size_t size)
 
 /* ---- a bounded loop run ------------------------------------------------------------------- */
 
-/* A timer that ticks every 10 ms so that RS_RUN_ONCE returns even if nothing else completes. */
-struct tick {
-    rs_timer *t;
-    bool running, stopping;
-};
-
-static void tick_cb(rs_timer *t, int status, void *user)
-{
-    struct tick *k = user;
-    k->running = false;
-    if (status == 0 && !k->stopping && rs_timer_start(t, 0.01, tick_cb, k) == 0)
-        k->running = true;
-}
-
 /* Run l until *done reaches want, at most secs seconds (and a bounded number of turns). */
 static void run_until(rs_loop *l, const int *done, int want, double secs)
 {
-    struct tick k = { 0 };
-    ck_assert_int_eq(rs_timer_new(&k.t, l), 0);
-    ck_assert_int_eq(rs_timer_start(k.t, 0.01, tick_cb, &k), 0);
-    k.running = true;
+    struct t_tick k;
+    t_tick_start(&k, l);
     double end = t_now() + secs;
     for (long n = 0; *done < want && t_now() < end && n < 1000000; n++)
         ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
-    k.stopping = true;
-    if (k.running)
-        ck_assert_int_eq(rs_timer_stop(k.t), 0);
-    for (int i = 0; k.running && i < 1000; i++)
-        ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
-    ck_assert(!k.running);
-    ck_assert_int_eq(rs_timer_free(k.t), 0);
+    t_tick_end(&k, l);
     ck_assert_msg(*done >= want, "%d of %d callbacks after %.1f s", *done, want, secs);
 }
 

@@ -320,3 +320,30 @@ TCase *t_tcase(Suite *s, const char *name, double timeout)
     suite_add_tcase(s, tc);
     return tc;
 }
+
+static void tick_cb(rs_timer *t, int status, void *user)
+{
+    struct t_tick *k = user;
+    k->running = false;
+    if (status == 0 && !k->stopping && rs_timer_start(t, 0.01, tick_cb, k) == 0)
+        k->running = true;
+}
+
+void t_tick_start(struct t_tick *k, rs_loop *l)
+{
+    memset(k, 0, sizeof *k);
+    ck_assert_int_eq(rs_timer_new(&k->t, l), 0);
+    ck_assert_int_eq(rs_timer_start(k->t, 0.01, tick_cb, k), 0);
+    k->running = true;
+}
+
+void t_tick_end(struct t_tick *k, rs_loop *l)
+{
+    k->stopping = true;
+    if (k->running)
+        ck_assert_int_eq(rs_timer_stop(k->t), 0);
+    for (int i = 0; k->running && i < 1000; i++)
+        ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
+    ck_assert_msg(!k->running, "tick timer: no callback after rs_timer_stop");
+    ck_assert_int_eq(rs_timer_free(k->t), 0);
+}

@@ -103,6 +103,16 @@ void t_sleep(double seconds);
  * whose subject valgrind itself changes, such as RLIMIT_NOFILE, which it emulates. */
 bool t_under_valgrind(void);
 
+/* A timer that fires every 10 ms on loop l, so that rs_loop_run(RS_RUN_ONCE) returns even when
+ * nothing else completes: bounded loop runs for the completion-API suites. t_tick_end stops it,
+ * runs l until its last callback came (asserted) and frees it. */
+struct t_tick {
+    rs_timer *t;
+    bool running, stopping;
+};
+void t_tick_start(struct t_tick *k, rs_loop *l);
+void t_tick_end(struct t_tick *k, rs_loop *l);
+
 /* A test case added to s with the t_setup/t_teardown fixture and a timeout in seconds. */
 TCase *t_tcase(Suite *s, const char *name, double timeout);
 
