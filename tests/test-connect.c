@@ -55,67 +55,6 @@ static void assert_attempt(const struct rs_connect_report *rep, size_t i, const 
                   "attempt %zu: start %.6f end %.6f", i, a->start, a->end);
 }
 
-/* Chain n caller-built entries into an addrinfo list, as getaddrinfo would return them. */
-static void ai_chain(struct addrinfo *ai, struct sockaddr_storage *ss, const socklen_t *len, size_t n)
-{
-    memset(ai, 0, n * sizeof *ai);
-    for (size_t i = 0; i < n; i++) {
-        ai[i].ai_family = ss[i].ss_family;
-        ai[i].ai_socktype = SOCK_STREAM;
-        ai[i].ai_protocol = IPPROTO_TCP;
-        ai[i].ai_addr = (struct sockaddr *)&ss[i];
-        ai[i].ai_addrlen = len[i];
-        ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
-    }
-}
-
-/* ---- a black hole: connects to it neither succeed nor fail ------------------------------- */
-
-#define BH_FILLERS 3
-
-struct blackhole {
-    rs_socket *listener;
-    rs_socket *fill[BH_FILLERS];
-    struct sockaddr_storage addr;
-    socklen_t len;
-};
-
-/* A loopback listener with backlog 0 and its accept queue filled by connections nobody accepts:
- * Linux then drops every further SYN (ListenOverflows), so a connect to it hangs until the
- * client's own timeout, as towards an unreachable host. The first filler completes the queue;
- * the other two make sure of it whatever the kernel's "full" comparison is. */
-static void blackhole_open(struct blackhole *b, int family)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    t_loopback(family, 0, &ss, &sl);
-    ck_assert_int_eq(rs_socket_open(&b->listener, family, SOCK_STREAM, 0), 0);
-    ck_assert_int_eq(rs_bind(b->listener, (struct sockaddr *)&ss, sl), 0);
-    ck_assert_int_eq(rs_listen(b->listener, 0), 0);
-    b->len = sizeof b->addr;
-    ck_assert_int_eq(rs_getsockname(b->listener, &b->addr, &b->len), 0);
-    for (int i = 0; i < BH_FILLERS; i++) {
-        ck_assert_int_eq(rs_socket_open(&b->fill[i], family, SOCK_STREAM | SOCK_NONBLOCK, 0), 0);
-        int r = rs_connect(b->fill[i], (struct sockaddr *)&b->addr, b->len);
-        ck_assert_msg(r == 0 || r == -EINPROGRESS, "filler connect: %s", rs_err_name(r));
-        if (i == 0) {
-            struct pollfd p = { .fd = rs_socket_fd(b->fill[0]), .events = POLLOUT };
-            ck_assert_int_eq(poll(&p, 1, 2000), 1);
-            int err = -1;
-            socklen_t el = sizeof err;
-            ck_assert_int_eq(rs_getsockopt(b->fill[0], SOL_SOCKET, SO_ERROR, &err, &el), 0);
-            ck_assert_int_eq(err, 0);
-        }
-    }
-}
-
-static void blackhole_close(struct blackhole *b)
-{
-    for (int i = 0; i < BH_FILLERS; i++)
-        ck_assert_int_eq(rs_close(b->fill[i]), 0);
-    ck_assert_int_eq(rs_close(b->listener), 0);
-}
-
 /* Accept one connection on l and check it is the one c made (its peer is c's local address). */
 static rs_socket *accept_from(rs_socket *l, rs_socket *c)
 {
@@ -222,7 +161,7 @@ START_TEST(connect_refused_every_address_reported)
     hold[1] = t_refusing_port(AF_INET, &ss[1], &len[1]);
     hold[2] = t_refusing_port(AF_INET, &ss[2], &len[2]);
     struct addrinfo ai[3];
-    ai_chain(ai, ss, len, 3);
+    t_ai_chain(ai, ss, len, 3);
 
     struct rs_connect_report rep;
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
@@ -281,7 +220,7 @@ START_TEST(connect_bad_args)
     socklen_t len;
     rs_socket *hold = t_refusing_port(AF_INET, &ss, &len);
     struct addrinfo ai;
-    ai_chain(&ai, &ss, &len, 1);
+    t_ai_chain(&ai, &ss, &len, 1);
     rs_socket *s = NULL;
     int fds = t_fd_count();
 
@@ -402,7 +341,7 @@ START_TEST(connect_localhost_ipv6_listed_first)
         rs_socket *hold = t_refusing_port(AF_INET6, &ss[0], &len[0]);
         rs_socket *l = t_server_ephemeral(AF_INET, &ss[1], &len[1]);
         struct addrinfo ai[2];
-        ai_chain(ai, ss, len, 2);
+        t_ai_chain(ai, ss, len, 2);
         struct rs_connect_report rep;
         struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
         o.timeout = 5.0;
@@ -486,8 +425,8 @@ START_TEST(connect_timeout_full_backlog)
 {
     static const int fams[] = { AF_INET, AF_INET6 };
     for (size_t i = 0; i < 2; i++) {
-        struct blackhole bh;
-        blackhole_open(&bh, fams[i]);
+        struct t_blackhole bh;
+        t_blackhole_open(&bh, fams[i]);
         char port[8];
         port_str(&bh.addr, port);
         struct rs_connect_report rep;
@@ -504,7 +443,7 @@ START_TEST(connect_timeout_full_backlog)
         ck_assert_int_eq(t_fd_count(), fds);
         ck_assert_uint_eq(rep.count, 1);
         assert_attempt(&rep, 0, &bh.addr, -ETIMEDOUT);
-        blackhole_close(&bh);
+        t_blackhole_close(&bh);
     }
 }
 END_TEST
@@ -513,16 +452,16 @@ END_TEST
  * the 0.5 s deadline ends the call during the second attempt. */
 START_TEST(connect_deadline_bounds_address_list)
 {
-    struct blackhole bh[3];
+    struct t_blackhole bh[3];
     struct sockaddr_storage ss[3];
     socklen_t len[3];
     for (int i = 0; i < 3; i++) {
-        blackhole_open(&bh[i], AF_INET);
+        t_blackhole_open(&bh[i], AF_INET);
         ss[i] = bh[i].addr;
         len[i] = bh[i].len;
     }
     struct addrinfo ai[3];
-    ai_chain(ai, ss, len, 3);
+    t_ai_chain(ai, ss, len, 3);
     struct rs_connect_report rep;
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
     o.timeout = 0.4;
@@ -543,15 +482,15 @@ START_TEST(connect_deadline_bounds_address_list)
     assert_attempt(&rep, 0, &ss[0], -ETIMEDOUT);
     assert_attempt(&rep, 1, &ss[1], -ETIMEDOUT);
     for (int i = 0; i < 3; i++)
-        blackhole_close(&bh[i]);
+        t_blackhole_close(&bh[i]);
 }
 END_TEST
 
 /* A deadline alone bounds an attempt that has no timeout of its own. */
 START_TEST(connect_deadline_without_timeout)
 {
-    struct blackhole bh;
-    blackhole_open(&bh, AF_INET);
+    struct t_blackhole bh;
+    t_blackhole_open(&bh, AF_INET);
     char port[8];
     port_str(&bh.addr, port);
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
@@ -565,7 +504,7 @@ START_TEST(connect_deadline_without_timeout)
     ASSERT_ERR(r, -ETIMEDOUT);
     ASSERT_BETWEEN(took, 0.15, 0.45);
     ck_assert_int_eq(t_fd_count(), fds);
-    blackhole_close(&bh);
+    t_blackhole_close(&bh);
 }
 END_TEST
 
@@ -620,15 +559,15 @@ END_TEST
  * and wins long before the first one's 2 s timeout; the first is then cancelled. */
 static void second_wins_after_delay(int bh_family)
 {
-    struct blackhole bh;
-    blackhole_open(&bh, bh_family);
+    struct t_blackhole bh;
+    t_blackhole_open(&bh, bh_family);
     struct sockaddr_storage ss[2];
     socklen_t len[2];
     ss[0] = bh.addr;
     len[0] = bh.len;
     rs_socket *l = t_server_ephemeral(AF_INET, &ss[1], &len[1]);
     struct addrinfo ai[2];
-    ai_chain(ai, ss, len, 2);
+    t_ai_chain(ai, ss, len, 2);
     struct rs_connect_report rep;
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
     o.timeout = 2.0;
@@ -660,7 +599,7 @@ static void second_wins_after_delay(int bh_family)
     ck_assert_int_eq(rs_close(conn), 0);
     ck_assert_int_eq(rs_close(c), 0);
     ck_assert_int_eq(rs_close(l), 0);
-    blackhole_close(&bh);
+    t_blackhole_close(&bh);
 }
 
 START_TEST(he_second_address_wins_after_delay) { second_wins_after_delay(AF_INET); }
@@ -673,15 +612,15 @@ END_TEST
 /* happy_eyeballs_delay = RS_TIMEOUT_NONE is socket.py: the first attempt runs to its timeout. */
 START_TEST(he_disabled_waits_out_first_attempt)
 {
-    struct blackhole bh;
-    blackhole_open(&bh, AF_INET);
+    struct t_blackhole bh;
+    t_blackhole_open(&bh, AF_INET);
     struct sockaddr_storage ss[2];
     socklen_t len[2];
     ss[0] = bh.addr;
     len[0] = bh.len;
     rs_socket *l = t_server_ephemeral(AF_INET, &ss[1], &len[1]);
     struct addrinfo ai[2];
-    ai_chain(ai, ss, len, 2);
+    t_ai_chain(ai, ss, len, 2);
     struct rs_connect_report rep;
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
     o.timeout = 0.5;
@@ -701,7 +640,7 @@ START_TEST(he_disabled_waits_out_first_attempt)
     ck_assert_int_eq(rs_close(conn), 0);
     ck_assert_int_eq(rs_close(c), 0);
     ck_assert_int_eq(rs_close(l), 0);
-    blackhole_close(&bh);
+    t_blackhole_close(&bh);
 }
 END_TEST
 
@@ -716,7 +655,7 @@ START_TEST(he_interleave_order)
     hold[1] = t_refusing_port(AF_INET6, &ss[1], &len[1]); /* v6b */
     hold[2] = t_refusing_port(AF_INET, &ss[2], &len[2]);  /* v4a */
     struct addrinfo ai[3];
-    ai_chain(ai, ss, len, 3);
+    t_ai_chain(ai, ss, len, 3);
     static const struct {
         int interleave;
         size_t order[3];
@@ -748,16 +687,16 @@ END_TEST
  * and every socket is closed. */
 START_TEST(he_deadline_with_attempts_in_flight)
 {
-    struct blackhole bh[3];
+    struct t_blackhole bh[3];
     struct sockaddr_storage ss[3];
     socklen_t len[3];
     for (int i = 0; i < 3; i++) {
-        blackhole_open(&bh[i], i == 1 ? AF_INET6 : AF_INET);
+        t_blackhole_open(&bh[i], i == 1 ? AF_INET6 : AF_INET);
         ss[i] = bh[i].addr;
         len[i] = bh[i].len;
     }
     struct addrinfo ai[3];
-    ai_chain(ai, ss, len, 3);
+    t_ai_chain(ai, ss, len, 3);
     struct rs_connect_report rep;
     struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
     o.timeout = 2.0;
@@ -778,7 +717,7 @@ START_TEST(he_deadline_with_attempts_in_flight)
         ck_assert_msg(rep.attempt[i].error == -ETIMEDOUT, "attempt %zu: %s, want ETIMEDOUT", i,
                       rs_err_name(rep.attempt[i].error));
     for (int i = 0; i < 3; i++)
-        blackhole_close(&bh[i]);
+        t_blackhole_close(&bh[i]);
 }
 END_TEST
 

@@ -165,58 +165,6 @@ END_TEST
 
 /* ---- Happy Eyeballs delays of centuries ---------------------------------------------------- */
 
-static void ai_chain(struct addrinfo *ai, struct sockaddr_storage *ss, const socklen_t *len, size_t n)
-{
-    memset(ai, 0, n * sizeof *ai);
-    for (size_t i = 0; i < n; i++) {
-        ai[i].ai_family = ss[i].ss_family;
-        ai[i].ai_socktype = SOCK_STREAM;
-        ai[i].ai_protocol = IPPROTO_TCP;
-        ai[i].ai_addr = (struct sockaddr *)&ss[i];
-        ai[i].ai_addrlen = len[i];
-        ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
-    }
-}
-
-#define BH_FILLERS 3
-
-/* A listener whose full accept queue makes the kernel drop further SYNs: a connect to it neither
- * succeeds nor fails until the client's own timeout (as in test-connect.c). */
-struct blackhole {
-    rs_socket *listener;
-    rs_socket *fill[BH_FILLERS];
-    struct sockaddr_storage addr;
-    socklen_t len;
-};
-
-static void blackhole_open(struct blackhole *b)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    t_loopback(AF_INET, 0, &ss, &sl);
-    ck_assert_int_eq(rs_socket_open(&b->listener, AF_INET, SOCK_STREAM, 0), 0);
-    ck_assert_int_eq(rs_bind(b->listener, (struct sockaddr *)&ss, sl), 0);
-    ck_assert_int_eq(rs_listen(b->listener, 0), 0);
-    b->len = sizeof b->addr;
-    ck_assert_int_eq(rs_getsockname(b->listener, &b->addr, &b->len), 0);
-    for (int i = 0; i < BH_FILLERS; i++) {
-        ck_assert_int_eq(rs_socket_open(&b->fill[i], AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), 0);
-        int r = rs_connect(b->fill[i], (struct sockaddr *)&b->addr, b->len);
-        ck_assert_msg(r == 0 || r == -EINPROGRESS, "filler connect: %s", rs_err_name(r));
-        if (i == 0) {
-            struct pollfd p = { .fd = rs_socket_fd(b->fill[0]), .events = POLLOUT };
-            ck_assert_int_eq(poll(&p, 1, 2000), 1);
-        }
-    }
-}
-
-static void blackhole_close(struct blackhole *b)
-{
-    for (int i = 0; i < BH_FILLERS; i++)
-        ck_assert_int_eq(rs_close(b->fill[i]), 0);
-    ck_assert_int_eq(rs_close(b->listener), 0);
-}
-
 /* [black hole, target] with a delay that never ends: the second attempt starts when the first
  * times out (0.3 s), and the call ends then, not at the delay. Also a lone address, and the
  * numeric-host path, which arm no timer between attempts but take the same delay. */
@@ -225,8 +173,8 @@ START_TEST(happy_eyeballs_huge_delay)
     static const double delays[] = { 1e10, 1e300, DBL_MAX };
     for (size_t d = 0; d < sizeof delays / sizeof delays[0]; d++) {
         for (int listening = 0; listening < 2; listening++) {
-            struct blackhole bh;
-            blackhole_open(&bh);
+            struct t_blackhole bh;
+            t_blackhole_open(&bh, AF_INET);
             struct sockaddr_storage ss[2];
             socklen_t len[2];
             ss[0] = bh.addr;
@@ -234,7 +182,7 @@ START_TEST(happy_eyeballs_huge_delay)
             rs_socket *target = listening ? t_server_ephemeral(AF_INET, &ss[1], &len[1])
                                           : t_refusing_port(AF_INET, &ss[1], &len[1]);
             struct addrinfo ai[2];
-            ai_chain(ai, ss, len, 2);
+            t_ai_chain(ai, ss, len, 2);
             struct rs_connect_opts o = RS_CONNECT_OPTS_INIT;
             o.timeout = 0.3;
             o.happy_eyeballs_delay = delays[d];
@@ -269,7 +217,7 @@ START_TEST(happy_eyeballs_huge_delay)
             ck_assert_msg(took < 1.0, "delay %s, deadline: took %.3f s", tname(delays[d]), took);
             ASSERT_ERR(r, -ETIMEDOUT);
             ck_assert_int_eq(rs_close(target), 0);
-            blackhole_close(&bh);
+            t_blackhole_close(&bh);
         }
     }
 }

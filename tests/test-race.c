@@ -359,8 +359,7 @@ static void spin_ns(uint32_t ns)
 
 /* Sockets that outlive the iterations of one test. */
 struct env {
-    rs_socket *listener; /* K_CONNECT_TCP: backlog 0, its queue already full */
-    rs_socket *filler;   /* the connection that fills it */
+    struct t_blackhole bh; /* K_CONNECT_TCP: a listener that never answers */
     struct sockaddr_storage addr;
     socklen_t addrlen;
 };
@@ -432,16 +431,10 @@ static void env_init(struct env *e, enum kind k)
     memset(e, 0, sizeof *e);
     if (k != K_CONNECT_TCP)
         return;
-    /* A peer that never answers, on loopback: a listener with backlog 0 whose one accept-queue
-     * slot is taken drops every further SYN (tcp_conn_request: accept queue full). */
-    ck_assert_int_eq(rs_socket_open(&e->listener, AF_INET, SOCK_STREAM, 0), 0);
-    t_loopback(AF_INET, 0, &e->addr, &e->addrlen);
-    ck_assert_int_eq(rs_bind(e->listener, (struct sockaddr *)&e->addr, e->addrlen), 0);
-    e->addrlen = sizeof e->addr;
-    ck_assert_int_eq(rs_getsockname(e->listener, &e->addr, &e->addrlen), 0);
-    ck_assert_int_eq(rs_listen(e->listener, 0), 0);
-    ck_assert_int_eq(rs_socket_open(&e->filler, AF_INET, SOCK_STREAM, 0), 0);
-    ck_assert_int_eq(rs_connect(e->filler, (struct sockaddr *)&e->addr, e->addrlen), 0);
+    /* A peer that never answers, on loopback (t_blackhole: a full accept queue). */
+    t_blackhole_open(&e->bh, AF_INET);
+    e->addr = e->bh.addr;
+    e->addrlen = e->bh.len;
     /* proof that it does not answer: otherwise every connect test below tests nothing */
     rs_socket *probe;
     ck_assert_int_eq(rs_socket_open(&probe, AF_INET, SOCK_STREAM, 0), 0);
@@ -452,11 +445,7 @@ static void env_init(struct env *e, enum kind k)
     ck_assert_int_eq(rs_close(probe), 0);
 }
 
-static void env_free(struct env *e)
-{
-    ck_assert_int_eq(rs_close(e->filler), 0);
-    ck_assert_int_eq(rs_close(e->listener), 0);
-}
+static void env_free(struct env *e) { t_blackhole_close(&e->bh); }
 
 static void kit_make(struct kit *k, enum kind kind, const struct env *e)
 {

@@ -1252,31 +1252,22 @@ END_TEST
  * socket.py raises EALREADY at once (the readiness backends waited the whole timeout again). */
 START_TEST(connect_again_after_timeout_is_ealready)
 {
-    /* a peer that never answers, on loopback: a backlog-0 listener whose one queue slot is taken
-     * drops every further SYN */
-    rs_socket *l, *filler, *s;
-    struct sockaddr_storage a;
-    socklen_t alen;
-    ck_assert_int_eq(rs_socket_open(&l, AF_INET, SOCK_STREAM, 0), 0);
-    t_loopback(AF_INET, 0, &a, &alen);
-    ck_assert_int_eq(rs_bind(l, (struct sockaddr *)&a, alen), 0);
-    alen = sizeof a;
-    ck_assert_int_eq(rs_getsockname(l, &a, &alen), 0);
-    ck_assert_int_eq(rs_listen(l, 0), 0);
-    ck_assert_int_eq(rs_socket_open(&filler, AF_INET, SOCK_STREAM, 0), 0);
-    ck_assert_int_eq(rs_connect(filler, (struct sockaddr *)&a, alen), 0);
+    /* a peer that never answers, on loopback */
+    struct t_blackhole bh;
+    t_blackhole_open(&bh, AF_INET);
+    rs_socket *s;
+    struct sockaddr *a = (struct sockaddr *)&bh.addr;
     ck_assert_int_eq(rs_socket_open(&s, AF_INET, SOCK_STREAM, 0), 0);
     ck_assert_int_eq(rs_settimeout(s, 0.2), 0);
     double t0 = t_now();
-    ck_assert_int_eq(rs_connect(s, (struct sockaddr *)&a, alen), -ETIMEDOUT);
+    ck_assert_int_eq(rs_connect(s, a, bh.len), -ETIMEDOUT);
     t_assert_took(t0, 0.2, "the first connect");
     t0 = t_now();
-    int r = rs_connect(s, (struct sockaddr *)&a, alen);
+    int r = rs_connect(s, a, bh.len);
     ck_assert_msg(r == -EALREADY, "second connect returned %d (%s)", r, rs_err_name(r));
     ck_assert_msg(t_now() - t0 < 0.1, "second connect took %.3f s", t_now() - t0);
     ck_assert_int_eq(rs_close(s), 0);
-    ck_assert_int_eq(rs_close(filler), 0);
-    ck_assert_int_eq(rs_close(l), 0);
+    t_blackhole_close(&bh);
 }
 END_TEST
 

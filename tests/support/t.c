@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <netdb.h>
+#include <poll.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -346,4 +348,51 @@ void t_tick_end(struct t_tick *k, rs_loop *l)
         ck_assert_int_ge(rs_loop_run(l, RS_RUN_ONCE), 0);
     ck_assert_msg(!k->running, "tick timer: no callback after rs_timer_stop");
     ck_assert_int_eq(rs_timer_free(k->t), 0);
+}
+
+void t_ai_chain(struct addrinfo *ai, struct sockaddr_storage *ss, const socklen_t *len, size_t n)
+{
+    memset(ai, 0, n * sizeof *ai);
+    for (size_t i = 0; i < n; i++) {
+        ai[i].ai_family = ss[i].ss_family;
+        ai[i].ai_socktype = SOCK_STREAM;
+        ai[i].ai_protocol = IPPROTO_TCP;
+        ai[i].ai_addr = (struct sockaddr *)&ss[i];
+        ai[i].ai_addrlen = len[i];
+        ai[i].ai_next = i + 1 < n ? &ai[i + 1] : NULL;
+    }
+}
+
+/* The first filler completes the queue; the other two make sure of it whatever the kernel's
+ * "full" comparison is. */
+void t_blackhole_open(struct t_blackhole *b, int family)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    t_loopback(family, 0, &ss, &sl);
+    ck_assert_int_eq(rs_socket_open(&b->listener, family, SOCK_STREAM, 0), 0);
+    ck_assert_int_eq(rs_bind(b->listener, (struct sockaddr *)&ss, sl), 0);
+    ck_assert_int_eq(rs_listen(b->listener, 0), 0);
+    b->len = sizeof b->addr;
+    ck_assert_int_eq(rs_getsockname(b->listener, &b->addr, &b->len), 0);
+    for (int i = 0; i < T_BH_FILLERS; i++) {
+        ck_assert_int_eq(rs_socket_open(&b->fill[i], family, SOCK_STREAM | SOCK_NONBLOCK, 0), 0);
+        int r = rs_connect(b->fill[i], (struct sockaddr *)&b->addr, b->len);
+        ck_assert_msg(r == 0 || r == -EINPROGRESS, "filler connect: %s", rs_err_name(r));
+        if (i == 0) {
+            struct pollfd p = { .fd = rs_socket_fd(b->fill[0]), .events = POLLOUT };
+            ck_assert_int_eq(poll(&p, 1, 2000), 1);
+            int err = -1;
+            socklen_t el = sizeof err;
+            ck_assert_int_eq(rs_getsockopt(b->fill[0], SOL_SOCKET, SO_ERROR, &err, &el), 0);
+            ck_assert_int_eq(err, 0);
+        }
+    }
+}
+
+void t_blackhole_close(struct t_blackhole *b)
+{
+    for (int i = 0; i < T_BH_FILLERS; i++)
+        ck_assert_int_eq(rs_close(b->fill[i]), 0);
+    ck_assert_int_eq(rs_close(b->listener), 0);
 }

@@ -103,6 +103,23 @@ void t_sleep(double seconds);
  * whose subject valgrind itself changes, such as RLIMIT_NOFILE, which it emulates. */
 bool t_under_valgrind(void);
 
+/* Chain n caller-built entries into an addrinfo list, as getaddrinfo would return them (TCP). */
+struct addrinfo;
+void t_ai_chain(struct addrinfo *ai, struct sockaddr_storage *ss, const socklen_t *len, size_t n);
+
+/* A black hole: a loopback listener with backlog 0 whose accept queue is filled by connections
+ * nobody accepts. Linux then drops every further SYN (ListenOverflows), so a connect to addr
+ * neither succeeds nor fails until the client's own timeout, as towards an unreachable host. */
+#define T_BH_FILLERS 3
+struct t_blackhole {
+    rs_socket *listener;
+    rs_socket *fill[T_BH_FILLERS];
+    struct sockaddr_storage addr;
+    socklen_t len;
+};
+void t_blackhole_open(struct t_blackhole *b, int family);
+void t_blackhole_close(struct t_blackhole *b);
+
 /* A timer that fires every 10 ms on loop l, so that rs_loop_run(RS_RUN_ONCE) returns even when
  * nothing else completes: bounded loop runs for the completion-API suites. t_tick_end stops it,
  * runs l until its last callback came (asserted) and frees it. */
