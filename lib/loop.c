@@ -345,59 +345,15 @@ EXPORT void rs_loop_stop(rs_loop *loop)
         loop->stop = true;
 }
 
-/* Operations whose syscall cannot carry MSG_NOSIGNAL: sendfile(2), splice and write(2) into a
- * socket raise SIGPIPE when the peer has gone. */
-static inline bool may_sigpipe(const struct rs_op *op)
+/* Operations the kernel runs on this thread inside the backend's wait (io_uring's SPLICE and
+ * WRITE_FIXED: no MSG_NOSIGNAL there) and that raise SIGPIPE when the peer has gone: while any is
+ * in flight, the wait runs under the SIGPIPE guard (op.c). sendfile(2) and the readiness
+ * backends' splice are syscalls of rs__op_try, guarded there, one call at a time. */
+static inline bool may_sigpipe(const struct rs_loop *loop, const struct rs_op *op)
 {
     /* (a WRITE_FIXED that must not wait is tried as send(2) with MSG_NOSIGNAL) */
-    return ((1u << op->kind) & (1u << RS_OP_SENDFILE | 1u << RS_OP_SPLICE | 1u << RS_OP_WRITE_FIXED)) &&
-           (op->kind != RS_OP_WRITE_FIXED || op->deadline != RS_DEADLINE_NOW);
-}
-
-/* The one SIGPIPE guard: blocked in this thread around every submit or wait that may run such an
- * operation, and the signal one of them raised (thread-directed, so pending on us) taken back.
- * io_uring raises it in the task that runs the request: inline at submission or in task work,
- * both inside io_uring_enter on this thread with DEFER_TASKRUN (io-wq workers block every
- * signal). A caller that blocks SIGPIPE itself keeps its mask, and its pending signal. */
-struct sigpipe_guard {
-    sigset_t old;
-    bool armed;   /* we blocked SIGPIPE: restore the mask after */
-    bool pending; /* SIGPIPE was pending before (only asked when the caller blocks it) */
-};
-
-static bool sigpipe_pending(void)
-{
-    sigset_t pend;
-    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
-}
-
-static void guard_on(struct sigpipe_guard *g)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGPIPE);
-    g->armed = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0 && !sigismember(&g->old, SIGPIPE);
-    /* A caller that blocks SIGPIPE may have one pending of its own: that one is not ours. */
-    g->pending = !g->armed && sigpipe_pending();
-}
-
-static void guard_off(struct sigpipe_guard *g)
-{
-    /* Asked, not inferred from -EPIPE: sendfile(2) and splice raise it inside a transfer that
-     * still returns the bytes it moved before the peer went (strace: sendfile = 65536, then
-     * SIGPIPE). One pending now that was not before is ours. */
-    int saved = errno;
-    if (!g->pending && sigpipe_pending()) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGPIPE);
-        struct timespec zero = { 0, 0 };
-        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
-            ;
-    }
-    if (g->armed)
-        pthread_sigmask(SIG_SETMASK, &g->old, NULL);
-    errno = saved;
+    return loop->ops->kernel_io &&
+           (op->kind == RS_OP_SPLICE || (op->kind == RS_OP_WRITE_FIXED && op->deadline != RS_DEADLINE_NOW));
 }
 
 static int submit(struct rs_loop *loop, struct rs_op *op);
@@ -428,18 +384,10 @@ static int submit(struct rs_loop *loop, struct rs_op *op)
         return 0;
     }
     RS_FAULT_SUBMIT(loop, op);
-    int r;
-    if (may_sigpipe(op)) {
-        struct sigpipe_guard g;
-        guard_on(&g);
-        r = loop->ops->submit(&loop->eng, op);
-        if (r == 0)
-            loop->sigpipe_ops++;
-        guard_off(&g);
-    } else {
-        r = loop->ops->submit(&loop->eng, op);
-    }
+    int r = loop->ops->submit(&loop->eng, op);
     if (r == 0) {
+        if (may_sigpipe(loop, op))
+            loop->sigpipe_ops++;
         loop->pending++;
         loop->stats.submitted++;
     }
@@ -453,7 +401,7 @@ void rs__loop_fail(struct rs_loop *loop, struct rs_op *op, int res)
     op->bstate = 0;
     loop->pending++;
     loop->stats.submitted++;
-    if (may_sigpipe(op))
+    if (may_sigpipe(loop, op))
         loop->sigpipe_ops++;
     rs__loop_defer(loop, op, res);
 }
@@ -484,7 +432,7 @@ void rs__op_complete(struct rs_engine *e, struct rs_op *op, int res)
     if (res == -ECANCELED &&
         ((!op->cancelled && op->deadline != RS_DEADLINE_NONE) || op->dmode == RS_DMODE_EXPIRED))
         res = -ETIMEDOUT;
-    if (may_sigpipe(op))
+    if (may_sigpipe(loop, op))
         loop->sigpipe_ops--;
     op->res = res;
     op->done = true;
@@ -540,10 +488,10 @@ static int turn(struct rs_loop *loop, bool block, bool drain_may_satisfy, const 
     int64_t deadline = until && until->dmode == RS_DMODE_WAIT ? until->deadline : RS_DEADLINE_NONE;
     int r;
     if (loop->sigpipe_ops) {
-        struct sigpipe_guard g;
-        guard_on(&g);
+        struct rs_sigpipe_guard g;
+        rs__sigpipe_block(&g);
         r = loop->ops->wait(&loop->eng, block, min, deadline);
-        guard_off(&g);
+        rs__sigpipe_unblock(&g);
     } else {
         r = loop->ops->wait(&loop->eng, block, min, deadline);
     }

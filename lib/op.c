@@ -5,6 +5,8 @@
 #include <math.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -175,6 +177,46 @@ static int recvmsg_waitall(struct rs_op *op)
     return res;
 }
 
+/* The one SIGPIPE guard: SIGPIPE blocked in this thread around a call that may raise it, and the
+ * one it raised (thread-directed, so pending on us) taken back. io_uring raises it in the task
+ * that runs the request: inline or in task work, both inside io_uring_enter on this thread with
+ * DEFER_TASKRUN (io-wq workers block every signal). A caller that blocks SIGPIPE itself keeps
+ * its mask, and its pending signal. */
+static bool sigpipe_pending(void)
+{
+    sigset_t pend;
+    return sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+}
+
+void rs__sigpipe_block(struct rs_sigpipe_guard *g)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    g->armed = pthread_sigmask(SIG_BLOCK, &set, &g->old) == 0 && !sigismember(&g->old, SIGPIPE);
+    /* A caller that blocks SIGPIPE may have one pending of its own: that one is not ours. */
+    g->pending = !g->armed && sigpipe_pending();
+}
+
+void rs__sigpipe_unblock(struct rs_sigpipe_guard *g)
+{
+    /* Asked, not inferred from -EPIPE: sendfile(2) and splice raise it inside a transfer that
+     * still returns the bytes it moved before the peer went (strace: sendfile = 65536, then
+     * SIGPIPE). One pending now that was not before is ours. */
+    int saved = errno;
+    if (!g->pending && sigpipe_pending()) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    if (g->armed)
+        pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+    errno = saved;
+}
+
 int rs__op_try(struct rs_op *op, short *events)
 {
     ssize_t r;
@@ -239,15 +281,24 @@ again:
             *events = POLLOUT;
         int64_t *oi = op->u.splice.off_in >= 0 ? &op->u.splice.off_in : NULL;
         int64_t *oo = op->u.splice.off_out >= 0 ? &op->u.splice.off_out : NULL;
-        /* splice advances the offsets it is given: the op's copy tracks progress */
+        /* splice advances the offsets it is given: the op's copy tracks progress. Into the
+         * socket it has no MSG_NOSIGNAL. */
+        struct rs_sigpipe_guard g;
+        if (*events == POLLOUT)
+            rs__sigpipe_block(&g);
         r = splice(op->u.splice.fd_in, (loff_t *)oi, op->u.splice.fd_out, (loff_t *)oo,
                    min_size(op->u.splice.len, RS_MAX_IO), op->u.splice.flags | SPLICE_F_NONBLOCK);
+        if (*events == POLLOUT)
+            rs__sigpipe_unblock(&g);
         break;
     }
     case RS_OP_SENDFILE: {
         *events = POLLOUT;
         off_t off = (off_t)op->u.splice.off_in;
+        struct rs_sigpipe_guard g; /* sendfile(2) has no MSG_NOSIGNAL */
+        rs__sigpipe_block(&g);
         r = sendfile(op->fd, op->u.splice.fd_in, &off, min_size(op->u.splice.len, RS_MAX_IO));
+        rs__sigpipe_unblock(&g);
         if (r > 0)
             op->u.splice.off_in = off;
         break;

@@ -3,6 +3,7 @@
 #ifndef RS_BACKEND_H
 #define RS_BACKEND_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -122,6 +123,9 @@ struct rs_backend_ops {
     /* Ops linked with op->link run as one chain inside the kernel, and SPLICE goes to kernel
      * workers (io_uring): what sendfile.c's splice path is built for. */
     bool chains;
+    /* The kernel runs SPLICE / WRITE_FIXED on the loop's thread inside wait (io_uring), where
+     * they may raise SIGPIPE: the engine guards such waits. */
+    bool kernel_io;
     int (*init)(struct rs_engine *loop, unsigned entries, unsigned flags);
     void (*fini)(struct rs_engine *loop);
     /* In a child of fork(): close the kernel objects and unmap the memory the loop inherited,
@@ -181,6 +185,16 @@ int64_t rs__deadline_from_timeout(double seconds);
 /* A getaddrinfo failure as ringsock reports it: RS_EAI(gai), or for EAI_SYSTEM -sys_errno, the
  * errno read right after getaddrinfo on the thread that called it (-EIO if that is no errno). */
 int rs__gai_err(int gai, int sys_errno);
+
+/* SIGPIPE blocked in this thread around a call that may raise it (sendfile(2), splice and
+ * write(2) into a socket have no MSG_NOSIGNAL), and the one it raised taken back. */
+struct rs_sigpipe_guard {
+    sigset_t old;
+    bool armed;   /* SIGPIPE was blocked here: restore the mask after */
+    bool pending; /* it was pending before (asked only when the caller blocks it) */
+};
+void rs__sigpipe_block(struct rs_sigpipe_guard *g);
+void rs__sigpipe_unblock(struct rs_sigpipe_guard *g);
 
 /* Run op as one non-blocking syscall. Returns the result, or -EAGAIN when it must wait; then
  * *events says for what (POLLIN or POLLOUT). Used by the readiness backends for every attempt and

@@ -384,11 +384,21 @@ static void uring_abandon(struct rs_engine *loop)
     loop->be = NULL;
 }
 
+/* A submission outside the engine's guarded wait (the SQ ring is full): the kernel may issue a
+ * SPLICE or WRITE_FIXED inline here, so under the SIGPIPE guard. Rare: not worth a check. */
+static void flush(struct io_uring *ring)
+{
+    struct rs_sigpipe_guard g;
+    rs__sigpipe_block(&g);
+    io_uring_submit(ring);
+    rs__sigpipe_unblock(&g);
+}
+
 static struct io_uring_sqe *get_sqe(struct io_uring *ring)
 {
     struct io_uring_sqe *sqe = RS_FAULT_GET_SQE(ring);
     if (!sqe) {
-        io_uring_submit(ring);
+        flush(ring);
         sqe = io_uring_get_sqe(ring);
     }
     return sqe;
@@ -415,7 +425,7 @@ static int queue(struct rs_engine *loop, struct rs_op *op)
     struct io_uring *ring = ring_of(loop);
     bool linked = op->deadline != RS_DEADLINE_NONE && op->kind != RS_OP_TIMER && op->dmode == RS_DMODE_OP;
     if (io_uring_sq_space_left(ring) < (linked ? 2u : 1u) && !op->link)
-        io_uring_submit(ring);
+        flush(ring);
     struct io_uring_sqe *sqe = get_sqe(ring);
     if (!sqe)
         return -EBUSY;
@@ -854,6 +864,7 @@ static int uring_buffer_update(struct rs_engine *loop, unsigned slot, const stru
 const struct rs_backend_ops rs__uring_ops = {
     .name = "uring",
     .chains = true,
+    .kernel_io = true,
     .init = uring_init,
     .fini = uring_fini,
     .abandon = uring_abandon,
